@@ -1,0 +1,58 @@
+# One entry point for people and CI. Every target installs what it needs.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+export HYBRIDSTACK_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hybridstack
+export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+VENV := $(CURDIR)/.venv
+export PATH := $(VENV)/bin:$(PATH)
+
+SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
+
+.PHONY: help host-deps tools lint sanity unit build-test molecule test up down bench
+
+help:
+	@echo "make up      bring the whole stack up on a throwaway local box"
+	@echo "make down    destroy that box"
+	@echo "make test    lint, sanity, unit tests, collection build, every Molecule scenario"
+	@echo "make bench   timing benchmarks (box boot, converges)"
+
+host-deps:
+	@scripts/host-deps
+
+tools: host-deps
+	@scripts/bootstrap-tools
+
+lint: tools
+	yamllint -s .
+	ansible-lint
+	python -m pytest -q -p no:cacheprovider tests/meta
+
+sanity: tools
+	scripts/sanity
+
+unit: tools
+	python -m pytest -q -p no:cacheprovider tests/unit
+
+build-test: tools
+	scripts/test-build
+
+molecule: tools
+	@for s in $(SCENARIOS); do \
+	  echo "=== molecule test -s $$s"; start=$$SECONDS; \
+	  molecule test -s $$s || { echo "=== scenario $$s FAILED"; exit 1; }; \
+	  echo "=== scenario $$s passed in $$((SECONDS - start)) s"; \
+	done
+
+test: lint sanity unit build-test molecule
+
+up: tools
+	scripts/demo up
+
+down: tools
+	scripts/demo down
+
+bench: tools
+	python tests/bench/run.py
