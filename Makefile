@@ -28,6 +28,7 @@ tools: host-deps
 lint: tools
 	yamllint -s .
 	ansible-lint
+	scripts/role-docs --check
 	python -m pytest -q -p no:cacheprovider tests/meta
 
 sanity: tools
@@ -37,7 +38,7 @@ unit: tools
 	python -m pytest -q -p no:cacheprovider tests/unit
 
 build-test: tools
-	scripts/test-build
+	python -m pytest -q -p no:cacheprovider tests/build
 
 molecule: tools
 	@for s in $(SCENARIOS); do \
