@@ -1,0 +1,242 @@
+"""The runbook's incident, reproduced on a fresh box and fixed for good.
+
+converge.yml leaves Letta unpatched and started without LETTA_PG_URI while the
+role letta/password letta exists, so the server reaches PostgreSQL through its
+SQLite code path. The tests run in file order and each one moves the box one
+step further: prove the 500, patch with playbooks/patch.yml, reinstall Letta
+(pip/uv put the unpatched file back), re-run the playbook, run it once more
+(changed=0), undo it. Clients run here on the runner, against the box's
+loopback ports.
+"""
+
+import base64
+import hashlib
+import json
+import os
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psycopg2
+import pytest
+import yaml
+
+SCENARIO = Path(__file__).resolve().parents[1]
+PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY") or SCENARIO.parents[1])
+VARS = yaml.safe_load((SCENARIO / "group_vars" / "all.yml").read_text())
+LETTA = "http://127.0.0.1:%d" % VARS["scenario_letta_port"]
+PG = dict(host="127.0.0.1", port=VARS["scenario_postgresql_port"], user="letta",
+          password=VARS["scenario_db_password"], dbname="letta", connect_timeout=10)
+VENV = "/opt/letta/venv"
+UV = "/opt/python-venv-tools/bin/uv"
+UNIT = "letta.service"
+# systemd's catalog id of "Started <unit>" (one per successful start job).
+UNIT_STARTED = "39f53479d3a045ac8e11786248231fbf"
+# An endpoint nothing listens on: agent creation must not need the network.
+NOWHERE = "http://127.0.0.1:9/v1"
+
+
+def wait_healthy(timeout=180):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(LETTA + "/v1/health/", timeout=5) as response:
+                if response.status == 200:
+                    return json.load(response)
+        except (urllib.error.URLError, ConnectionError, OSError) as exc:
+            last = exc
+        time.sleep(2)
+    raise AssertionError("Letta did not become healthy on %s within %d s: %s" % (LETTA, timeout, last))
+
+
+def create_agent(name):
+    """POST /v1/agents/ the way a client does; returns (status, body text)."""
+    payload = {
+        "name": name,
+        "include_base_tools": False,
+        "llm_config": {"model": "gpt-4o-mini", "model_endpoint_type": "openai", "model_endpoint": NOWHERE,
+                       "context_window": 8192},
+        "embedding_config": {"embedding_model": "text-embedding-3-small", "embedding_endpoint_type": "openai",
+                             "embedding_endpoint": NOWHERE, "embedding_dim": 1536},
+    }
+    request = urllib.request.Request(LETTA + "/v1/agents/", data=json.dumps(payload).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+def sequence_table():
+    with psycopg2.connect(**PG) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass('message_sequence')")
+        return cursor.fetchone()[0]
+
+
+def unit(host):
+    shown = host.check_output("systemctl show %s -p InvocationID -p NRestarts -p MainPID -p ActiveState "
+                              "-p ExecMainStartTimestampMonotonic" % UNIT)
+    return dict(line.split("=", 1) for line in shown.splitlines())
+
+
+def journal_cursor(host):
+    out = host.check_output("journalctl -q -n 0 --show-cursor")
+    return re.search(r"-- cursor: (\S+)", out).group(1)
+
+
+def starts_since(host, cursor):
+    out = host.check_output("journalctl -q -o json --after-cursor='%s' UNIT=%s MESSAGE_ID=%s"
+                            % (cursor, UNIT, UNIT_STARTED))
+    return len([line for line in out.splitlines() if line.strip()])
+
+
+def message_py(host):
+    package = host.check_output(
+        "%s/bin/python -I -c 'import importlib.util, os; print(os.path.dirname(importlib.util.find_spec(\"letta\").origin))'"
+        % VENV)
+    return package + "/orm/message.py"
+
+
+def record_sha256(host):
+    """sha256 of message.py as the installer recorded it in the dist-info RECORD."""
+    record = host.check_output("cat %s/lib/python3*/site-packages/letta-%s.dist-info/RECORD"
+                               % (VENV, VARS["scenario_letta_version"]))
+    for line in record.splitlines():
+        path, digest, _ = line.rsplit(",", 2)
+        if path == "letta/orm/message.py":
+            algorithm, value = digest.split("=", 1)
+            assert algorithm == "sha256", digest
+            return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).hex()
+    raise AssertionError("letta/orm/message.py is not in the RECORD")
+
+
+def file_sha256(host, path):
+    return host.check_output("sha256sum %s" % path).split()[0]
+
+
+def run_patch_playbook(*extra):
+    """playbooks/patch.yml from the runner against Molecule's inventory."""
+    command = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
+               str(PROJECT / "playbooks" / "patch.yml")] + list(extra)
+    result = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ), timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    recap = re.search(r"^stack\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)",
+                      result.stdout, re.MULTILINE)
+    assert recap, result.stdout[-4000:]
+    return {"ok": int(recap.group(1)), "changed": int(recap.group(2)), "stdout": result.stdout}
+
+
+def patched(text):
+    return text.count("ON CONFLICT (id) DO NOTHING") == 2 and "INSERT OR IGNORE" not in text
+
+
+def unpatched(text):
+    return text.count("INSERT OR IGNORE INTO message_sequence") == 2 and "ON CONFLICT" not in text
+
+
+@pytest.fixture(scope="module")
+def state():
+    """What one step leaves for the next."""
+    return {}
+
+
+def test_01_server_runs_unpatched_without_letta_pg_uri(host, state):
+    assert wait_healthy()["version"] == VARS["scenario_letta_version"]
+    main_pid = unit(host)["MainPID"]
+    environ = host.check_output("tr '\\0' '\\n' < /proc/%s/environ | cut -d= -f1" % main_pid).split()
+    assert "LETTA_PG_URI" not in environ
+    # The URI is configured; only the process does not get it.
+    assert host.file("/etc/letta/letta.env").contains("^LETTA_PG_URI=")
+    state["path"] = message_py(host)
+    assert unpatched(host.file(state["path"]).content_string)
+    assert file_sha256(host, state["path"]) == record_sha256(host)
+
+
+def test_02_agent_creation_fails_with_500_as_in_the_runbook(host):
+    cursor = journal_cursor(host)
+    status, body = create_agent("runbook-incident")
+    assert status == 500, body
+    log = host.check_output("journalctl -q -u %s --after-cursor='%s' --no-pager -o cat" % (UNIT, cursor))
+    assert 'syntax error at or near "OR"' in log
+    assert "INSERT OR IGNORE INTO message_sequence" in log
+    # The SQLite-only statement rolled back with the table it created.
+    assert sequence_table() is None
+
+
+def test_03_patch_playbook_fixes_it(host, state):
+    before, cursor = unit(host), journal_cursor(host)
+    recap = run_patch_playbook()
+    # The module and the one restart.
+    assert recap["changed"] == 2, recap["stdout"][-3000:]
+    assert patched(host.file(state["path"]).content_string)
+    after = unit(host)
+    assert after["InvocationID"] != before["InvocationID"]
+    assert starts_since(host, cursor) == 1
+    wait_healthy()
+    status, body = create_agent("after-patch")
+    assert status == 200, body
+    assert json.loads(body)["name"] == "after-patch"
+    assert sequence_table() == "message_sequence"
+
+
+def test_04_reinstalling_letta_brings_the_unpatched_file_back(host, state):
+    before = unit(host)
+    reinstall = host.run(
+        "UV_CACHE_DIR=/var/cache/python-venv/uv SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt UV_LINK_MODE=copy "
+        "UV_PYTHON_DOWNLOADS=never %s pip install --python %s/bin/python --no-deps --reinstall-package letta letta==%s"
+        % (UV, VENV, VARS["scenario_letta_version"]))
+    assert reinstall.rc == 0, reinstall.stderr
+    assert "letta==%s" % VARS["scenario_letta_version"] in reinstall.stderr
+    assert unpatched(host.file(state["path"]).content_string)
+    assert file_sha256(host, state["path"]) == record_sha256(host)
+    # Nothing restarted the server: it still runs the patched code it loaded.
+    assert unit(host)["InvocationID"] == before["InvocationID"]
+
+
+def test_05_patch_playbook_repatches_and_restarts_once(host, state):
+    before, cursor = unit(host), journal_cursor(host)
+    recap = run_patch_playbook()
+    assert recap["changed"] == 2, recap["stdout"][-3000:]
+    assert patched(host.file(state["path"]).content_string)
+    after = unit(host)
+    assert after["InvocationID"] != before["InvocationID"]
+    assert after["ExecMainStartTimestampMonotonic"] != before["ExecMainStartTimestampMonotonic"]
+    # A crash loop would count here; the one deliberate restart does not.
+    assert after["NRestarts"] == before["NRestarts"]
+    assert starts_since(host, cursor) == 1
+    wait_healthy()
+    status, body = create_agent("after-reinstall")
+    assert status == 200, body
+    state["invocation"] = after["InvocationID"]
+
+
+def test_06_second_run_changes_nothing(host, state):
+    cursor = journal_cursor(host)
+    recap = run_patch_playbook()
+    assert recap["changed"] == 0, recap["stdout"][-3000:]
+    assert unit(host)["InvocationID"] == state["invocation"]
+    assert starts_since(host, cursor) == 0
+
+
+def test_07_check_mode_on_the_patched_box_changes_nothing(host, state):
+    before = file_sha256(host, state["path"])
+    recap = run_patch_playbook("--check", "--diff")
+    assert recap["changed"] == 0, recap["stdout"][-3000:]
+    assert file_sha256(host, state["path"]) == before
+    assert unit(host)["InvocationID"] == state["invocation"]
+
+
+def test_08_state_absent_restores_the_release_and_the_incident(host, state):
+    cursor = journal_cursor(host)
+    recap = run_patch_playbook("-e", "letta_patch_state=absent")
+    assert recap["changed"] == 2, recap["stdout"][-3000:]
+    assert file_sha256(host, state["path"]) == record_sha256(host)
+    assert starts_since(host, cursor) == 1
+    wait_healthy()
+    status, body = create_agent("after-undo")
+    assert status == 500, body
