@@ -18,10 +18,20 @@ def installed(tmp_path_factory):
     tarballs = list(build_dir.glob("hybridstack-letta_livekit-*.tar.gz"))
     assert len(tarballs) == 1, tarballs
     target = tmp_path_factory.mktemp("collections")
-    subprocess.run(["ansible-galaxy", "collection", "install", "--offline", "--no-deps", "-p", str(target), str(tarballs[0])],
+    subprocess.run(["ansible-galaxy", "collection", "install", "--offline", "--no-deps", "--force", "-p", str(target), str(tarballs[0])],
                    check=True, capture_output=True, text=True)
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(target), ANSIBLE_CONFIG=os.devnull)
-    return {"path": target / "ansible_collections" / "hybridstack" / "letta_livekit", "env": env, "tarball": tarballs[0]}
+    # The installed tarball plus its pinned dependencies; not this checkout,
+    # not the project's ansible.cfg.
+    deps = tmp_path_factory.mktemp("deps") / "ansible_collections"
+    deps.mkdir()
+    for namespace in ("ansible", "community"):
+        (deps / namespace).symlink_to(ROOT / ".collections" / "ansible_collections" / namespace)
+    config = target / "ansible.cfg"
+    config.write_text("[defaults]\n")
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=f"{target}:{deps.parent}", ANSIBLE_CONFIG=str(config))
+    path = target / "ansible_collections" / "hybridstack" / "letta_livekit"
+    assert (path / "MANIFEST.json").is_file()
+    return {"root": target, "env": env, "tarball": tarballs[0]}
 
 
 def test_tarball_leaves_out_tests_and_caches(installed):
@@ -29,6 +39,7 @@ def test_tarball_leaves_out_tests_and_caches(installed):
     assert "plugins/modules/letta_message_patch.py" in listing
     for unwanted in ("molecule/", "tests/", ".venv/", ".collections/", "scripts/"):
         assert f"\n{unwanted}" not in "\n" + listing, unwanted
+    assert "\nroles/letta/files/locks/" in "\n" + listing
 
 
 def test_installed_module_is_documented(installed):
@@ -53,7 +64,7 @@ def test_installed_module_runs_by_fqcn(installed, tmp_path):
 
 def test_installed_role_validates_its_arguments(installed):
     # Runs a role from the tarball; its argument spec must reject a bad port before any task.
-    playbook = pathlib.Path(installed["path"]).parent / "play.yml"
+    playbook = installed["root"] / "play.yml"
     playbook.write_text(
         "- hosts: localhost\n  gather_facts: false\n  roles:\n"
         f"    - role: {FQCN}.livekit\n      vars:\n        livekit_port: not-a-port\n")
