@@ -18,7 +18,7 @@ import yaml
 from livekit import api
 
 SCENARIO = pathlib.Path(__file__).resolve().parents[1]
-VARS = yaml.safe_load((SCENARIO / "vars.yml").read_text())
+VARS = yaml.safe_load((SCENARIO / "vars" / "scenario.yml").read_text())
 URL = f"http://127.0.0.1:{VARS['livekit_port']}"
 VERSION = "1.13.5"
 AGENTS_VENV = "/opt/livekit-agents/venv"
