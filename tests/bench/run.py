@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Benchmarks that are reported, never asserted in the test suite.
 
 box-boot: create a box from the cached rootfs until `systemctl is-system-running`
