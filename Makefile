@@ -44,6 +44,7 @@ molecule: tools
 	@for s in $(SCENARIOS); do \
 	  echo "=== molecule test -s $$s"; start=$$SECONDS; \
 	  molecule test -s $$s || { echo "=== scenario $$s FAILED"; exit 1; }; \
+	  scripts/box leftovers $$s || { echo "=== scenario $$s left boxes behind"; exit 1; }; \
 	  echo "=== scenario $$s passed in $$((SECONDS - start)) s"; \
 	done
 
