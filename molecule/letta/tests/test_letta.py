@@ -1,0 +1,260 @@
+"""Letta on PostgreSQL on a fresh box: asked the way users ask (HTTP, psycopg2),
+the host read only for what users cannot see (modes, owners, units)."""
+import json
+import os
+import pathlib
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import psycopg2
+import pytest
+import yaml
+
+SCENARIO = pathlib.Path(__file__).resolve().parents[1]
+VARS = yaml.safe_load((SCENARIO / "group_vars" / "all.yml").read_text())
+PASSWORD = VARS["scenario_db_password"]
+VERSION = VARS["scenario_letta_version"]
+PG_PORT = VARS["scenario_postgresql_port"]
+LETTA = f"http://127.0.0.1:{VARS['scenario_letta_port']}"
+# Nothing listens here: agent creation must not need a model provider.
+NOWHERE = "http://127.0.0.1:18299/v1"
+
+
+def http(method, path, body=None, timeout=60):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(LETTA + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        return None, str(exc)
+
+
+def connect(password=PASSWORD):
+    return psycopg2.connect(host="127.0.0.1", port=PG_PORT, dbname="letta", user="letta",
+                            password=password, connect_timeout=5)
+
+
+def query(sql, args=()):
+    with connect() as conn, conn.cursor() as cur:
+        cur.execute(sql, args)
+        return cur.fetchall()
+
+
+def create_agent():
+    return http("POST", "/v1/agents/", {
+        "name": f"verify-{uuid.uuid4().hex[:8]}",
+        "include_base_tools": False,
+        "llm_config": {"model": "gpt-4o-mini", "model_endpoint_type": "openai", "model_endpoint": NOWHERE,
+                       "context_window": 8192},
+        "embedding_config": {"embedding_model": "text-embedding-3-small", "embedding_endpoint_type": "openai",
+                             "embedding_endpoint": NOWHERE, "embedding_dim": 1536, "embedding_chunk_size": 300},
+    })
+
+
+def wait_healthy(seconds=90):
+    deadline = time.monotonic() + seconds
+    status, body = None, None
+    while time.monotonic() < deadline:
+        status, body = http("GET", "/v1/health/", timeout=5)
+        if status == 200:
+            return body
+        time.sleep(1)
+    raise AssertionError(f"Letta not healthy after {seconds} s: {status} {body}")
+
+
+def ansible_playbook(*args, env=None):
+    command = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], *args]
+    return subprocess.run(command, cwd=SCENARIO, capture_output=True, text=True, check=False,
+                          env={**os.environ, **(env or {})}, timeout=900)
+
+
+def test_letta_service_active_and_enabled(host):
+    unit = host.service("letta.service")
+    assert unit.is_running
+    assert unit.is_enabled
+    props = host.run("systemctl show letta.service -p User -p Restart -p EnvironmentFiles -p After").stdout
+    assert "User=letta" in props
+    assert "Restart=always" in props
+    assert "/etc/letta/letta.env" in props
+    assert "postgresql.service" in props
+
+
+def test_health_reports_pinned_version():
+    body = wait_healthy()
+    assert body == {"version": VERSION, "status": "ok"}
+
+
+def test_process_runs_as_letta_from_its_own_venv(host):
+    pid = host.run("systemctl show -p MainPID --value letta.service").stdout.strip()
+    assert host.run(f"stat -c %U /proc/{pid}").stdout.strip() == "letta"
+    cmdline = host.file(f"/proc/{pid}/cmdline").content_string.replace("\0", " ")
+    assert "/opt/letta/venv/" in cmdline
+
+
+def test_venv_matches_the_lock_and_is_root_owned(host):
+    venv = host.file("/opt/letta/venv")
+    assert venv.user == "root" and venv.mode & 0o002 == 0
+    assert host.file("/opt/letta/venv.lock.txt").contains(f"^letta=={VERSION}")
+    freeze = host.run("/opt/python-venv-tools/bin/uv pip list --python /opt/letta/venv/bin/python --format json")
+    installed = {p["name"].lower(): p["version"] for p in json.loads(freeze.stdout)}
+    assert installed["letta"] == VERSION
+    # Pinned by the lock derived from upstream's uv.lock; an unpinned resolve gets a pydantic Letta cannot import.
+    assert installed["pydantic"] == "2.11.7"
+    audit = host.run("SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt UV_CACHE_DIR=/var/cache/python-venv/uv "
+                     "/opt/python-venv-tools/bin/uv pip sync --dry-run --python /opt/letta/venv/bin/python "
+                     "/opt/letta/venv.lock.txt")
+    assert audit.rc == 0, audit.stderr
+    assert "Would install" not in audit.stderr and "Would uninstall" not in audit.stderr
+
+
+def test_unit_is_hardened(host):
+    result = host.run("systemd-analyze security --no-pager letta.service")
+    assert result.rc == 0, result.stderr
+    found = re.search(r"exposure level for letta\.service: ([0-9.]+)", result.stdout)
+    assert found, result.stdout[-500:]
+    # An unhardened unit scores about 9.6; FACTS section 5 reached 1.3.
+    assert float(found.group(1)) < 2.0, found.group(0)
+
+
+def test_letta_role_logs_in_over_tcp_and_vector_is_installed():
+    rows = query("SELECT extname FROM pg_extension WHERE extname = 'vector'")
+    assert rows == [("vector",)]
+    assert query("SELECT current_user, inet_server_port()") == [("letta", PG_PORT)]
+
+
+def test_wrong_password_is_refused():
+    with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+        connect(password=PASSWORD + "-wrong")
+
+
+def test_password_is_stored_as_scram(host):
+    result = host.run(f"runuser -u postgres -- psql -p {PG_PORT} -Atc "
+                      "\"SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'letta'\"")
+    assert result.stdout.strip() == "t", result.stderr
+
+
+def test_database_owned_by_letta_and_schema_at_head(host):
+    assert query("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'letta'") == [("letta",)]
+    assert query("SELECT count(*) FROM alembic_version")[0][0] == 1
+    heads = host.run("cd /var/lib/letta/src/letta-%s && /opt/letta/venv/bin/alembic heads" % VERSION)
+    assert heads.rc == 0, heads.stderr
+    assert query("SELECT version_num FROM alembic_version")[0][0] in heads.stdout
+
+
+def test_agent_creation_stores_messages_in_postgres_mode():
+    status, agent = create_agent()
+    assert status == 200, agent
+    status, messages = http("GET", f"/v1/agents/{agent['id']}/messages")
+    assert status == 200 and len(messages) >= 1, messages
+    assert query("SELECT count(*) FROM messages WHERE agent_id = %s", (agent["id"],))[0][0] >= 1
+    # The SQLite-only code path creates this table; the unit hands Letta LETTA_PG_URI, so it never runs.
+    assert query("SELECT to_regclass('message_sequence')") == [(None,)]
+
+
+def test_env_file_is_private_and_holds_the_uri(host):
+    env = host.file("/etc/letta/letta.env")
+    assert (env.user, env.group, env.mode) == ("root", "letta", 0o640)
+    assert env.mode & 0o007 == 0
+    assert env.contains(f"^LETTA_PG_URI=postgresql://letta:{PASSWORD}@127.0.0.1:{PG_PORT}/letta$")
+    conf = host.file("/etc/letta")
+    assert (conf.user, conf.group, conf.mode) == ("root", "letta", 0o750)
+    # The service user sees it, nobody else does.
+    assert host.run("runuser -u nobody -- cat /etc/letta/letta.env").rc != 0
+    assert host.run("runuser -u letta -- cat /etc/letta/letta.env").rc == 0
+
+
+def test_state_dir_belongs_to_service_user(host):
+    state = host.file("/var/lib/letta")
+    assert (state.user, state.group, state.mode) == ("letta", "letta", 0o750)
+    assert host.file("/var/lib/letta/.letta").is_directory
+
+
+def test_agent_creation_after_postgresql_restart(host):
+    before = host.run("systemctl show -p ActiveEnterTimestampMonotonic --value postgresql@17-main.service").stdout
+    assert host.run("systemctl restart postgresql.service").rc == 0
+    after = host.run("systemctl show -p ActiveEnterTimestampMonotonic --value postgresql@17-main.service").stdout
+    assert before != after, "PostgreSQL did not restart"
+    status, agent = create_agent()
+    assert status == 200, agent
+    assert query("SELECT count(*) FROM agents WHERE id = %s", (agent["id"],)) == [(1,)]
+
+
+def test_killed_server_comes_back_by_itself(host):
+    old_pid = host.run("systemctl show -p MainPID --value letta.service").stdout.strip()
+    assert host.run("systemctl kill -s KILL letta.service").rc == 0
+    deadline = time.monotonic() + 60
+    new_pid = old_pid
+    while time.monotonic() < deadline:
+        new_pid = host.run("systemctl show -p MainPID --value letta.service").stdout.strip()
+        if new_pid not in (old_pid, "0") and host.service("letta.service").is_running:
+            break
+        time.sleep(1)
+    assert new_pid not in (old_pid, "0"), "letta.service did not restart within 60 s"
+    assert wait_healthy(60)["version"] == VERSION
+    status, agent = create_agent()
+    assert status == 200, agent
+
+
+def test_check_mode_on_converged_box_changes_nothing_and_leaks_no_secret():
+    result = ansible_playbook("converge.yml", "--check", "--diff", "-v")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    assert "changed=0" in out and "failed=0" in out, out[-1500:]
+    assert PASSWORD not in out
+
+
+BASE = {
+    "letta_version": VERSION,
+    "letta_port": VARS["scenario_letta_port"],
+    "letta_db_port": PG_PORT,
+    "letta_db_password": PASSWORD,
+}
+BAD_INPUTS = {
+    "runbook placeholder uri": ("letta", {"letta_db_password": None,
+                                          "letta_database_uri": "postgresql://user:pass@host:5432/dbname"},
+                                "letta_database_uri"),
+    "changeme password": ("letta", {"letta_db_password": "changeme"}, "letta_db_password"),
+    "empty password": ("letta", {"letta_db_password": ""}, "letta_db_password"),
+    "unparsable uri": ("letta", {"letta_db_password": None, "letta_database_uri": "letta@127.0.0.1/letta"},
+                       "letta_database_uri"),
+    "version without lock": ("letta", {"letta_version": "0.13.0"}, "letta_version"),
+    "not the server line": ("letta", {"letta_version": "0.34.12"}, "letta_version"),
+    "placeholder provider key": ("letta", {"letta_openai_api_key": "sk-..."}, "letta_openai_api_key"),
+    "provider key with whitespace": ("letta", {"letta_openai_api_key": "sk-proj-Abc123 Def456Ghi789Jkl012"},
+                                     "letta_openai_api_key"),
+    "public bind without password": ("letta", {"letta_host": "0.0.0.0"}, "letta_host"),
+    "placeholder postgresql password": ("postgresql", {"postgresql_db_password": "changeme",
+                                                       "postgresql_port": PG_PORT}, "postgresql_db_password"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_fails_early_naming_the_variable(host, case, tmp_path):
+    role, override, variable = BAD_INPUTS[case]
+    extra = {"bad_input_role": role, **(BASE if role == "letta" else {}), **override}
+    extra = {k: v for k, v in extra.items() if v is not None}
+    (tmp_path / "extra.json").write_text(json.dumps(extra))
+    env_before = host.file("/etc/letta/letta.env").md5sum
+    result = ansible_playbook("bad_input.yml", "-e", f"@{tmp_path / 'extra.json'}",
+                              env={"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"})
+    assert result.returncode != 0, "the bad input was accepted"
+    report = json.loads(result.stdout)
+    failures = [res for play in report["plays"] for task in play["tasks"]
+                for res in task["hosts"].values() if res.get("failed")]
+    assert failures, result.stdout[-2000:]
+    failure = failures[-1]
+    # A looped assert reports the item's message inside results.
+    messages = [failure.get("msg", "")] + [item.get("msg", "") for item in failure.get("results", [])]
+    message = json.dumps(messages)
+    assert variable in message, message
+    assert all(stats["changed"] == 0 for stats in report["stats"].values()), report["stats"]
+    assert PASSWORD not in result.stdout
+    assert host.file("/etc/letta/letta.env").md5sum == env_before
