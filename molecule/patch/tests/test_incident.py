@@ -123,7 +123,8 @@ def run_patch_playbook(*extra):
     """playbooks/patch.yml from the runner against Molecule's inventory."""
     command = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
                str(PROJECT / "playbooks" / "patch.yml")] + list(extra)
-    result = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ), timeout=600)
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     recap = re.search(r"^stack\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)",
                       result.stdout, re.MULTILINE)
