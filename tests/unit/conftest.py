@@ -2,8 +2,8 @@
 """Fixtures for the patch module's tests: real Letta releases, real venvs, a
 real PostgreSQL cluster, and a harness that runs the module's main()."""
 
+import collections
 import glob
-import json
 import os
 import shutil
 import socket
@@ -48,6 +48,8 @@ def wheel_of(version):
 
 
 _RELEASES = {}
+Release = collections.namedtuple("Release", "version text")
+LettaVenv = collections.namedtuple("LettaVenv", "venv version message")
 
 
 def release_files(version):
@@ -64,8 +66,8 @@ def release_files(version):
 
 @pytest.fixture(params=SUPPORTED, scope="session")
 def release(request):
-    """(version, original message.py text) for every supported release."""
-    return request.param, release_files(request.param)[MESSAGE].decode("utf-8")
+    """Version and original message.py text of every supported release."""
+    return Release(request.param, release_files(request.param)[MESSAGE].decode("utf-8"))
 
 
 def make_venv(where, python=None):
@@ -89,11 +91,10 @@ def install_release(site, version, files=None):
 
 @pytest.fixture
 def letta_venv(tmp_path, release):
-    """A venv with the release installed; yields (venv, version, message.py path)."""
-    version, _ = release
+    """A venv with the release installed, and the path of its message.py."""
     venv = tmp_path / "venv"
     site = make_venv(venv)
-    return venv, version, install_release(site, version)
+    return LettaVenv(venv, release.version, install_release(site, release.version))
 
 
 class ModuleExit(Exception):
@@ -201,13 +202,9 @@ def postgres():
     finally:
         if (data / "postmaster.pid").exists():
             subprocess.run(_as_unprivileged([os.path.join(bindir, "pg_ctl"), "-D", str(data), "-m", "immediate",
-                                             "stop"]), capture_output=True)
+                                             "stop"]), capture_output=True, check=False)
         shutil.rmtree(base, ignore_errors=True)
 
 
 def pytest_report_header(config):
     return "letta releases under test: %s (wheels cached in %s)" % (", ".join(SUPPORTED), WHEELS)
-
-
-def dumps(result):
-    return json.dumps(result, indent=1, default=str)

@@ -40,7 +40,7 @@ def test_present_patches_and_reports(letta_venv, run_module):
 
 
 def test_second_run_changes_nothing(letta_venv, run_module):
-    venv, _, message = letta_venv
+    venv, message = letta_venv.venv, letta_venv.message
     run_module(venv=str(venv))
     before = snapshot(message)
     result = run_module(venv=str(venv))
@@ -51,7 +51,7 @@ def test_second_run_changes_nothing(letta_venv, run_module):
 
 
 def test_absent_restores_the_original_sha256(letta_venv, run_module):
-    venv, _, message = letta_venv
+    venv, message = letta_venv.venv, letta_venv.message
     original = digest(message)
     run_module(venv=str(venv))
     assert digest(message) != original
@@ -63,7 +63,7 @@ def test_absent_restores_the_original_sha256(letta_venv, run_module):
 
 
 def test_check_mode_reports_the_change_and_writes_nothing(letta_venv, run_module):
-    venv, _, message = letta_venv
+    venv, message = letta_venv.venv, letta_venv.message
     before = snapshot(message)
     leftovers = set(os.listdir(message.parent))
     result = run_module(venv=str(venv), check_mode=True, backup=True)
@@ -76,7 +76,7 @@ def test_check_mode_reports_the_change_and_writes_nothing(letta_venv, run_module
 
 
 def test_diff_shows_before_and_after_with_headers(letta_venv, run_module):
-    venv, _, message = letta_venv
+    venv, message = letta_venv.venv, letta_venv.message
     original = message.read_text()
     result = run_module(venv=str(venv), diff=True, check_mode=True)
     diff = result["diff"]
@@ -90,7 +90,7 @@ def test_diff_shows_before_and_after_with_headers(letta_venv, run_module):
 
 
 def test_owner_and_mode_are_kept_and_stale_bytecode_goes(letta_venv, run_module):
-    venv, _, message = letta_venv
+    venv, message = letta_venv.venv, letta_venv.message
     os.chmod(message, 0o640)
     if os.geteuid() == 0:
         shutil.chown(message, "nobody", "nogroup")
@@ -107,7 +107,7 @@ def test_owner_and_mode_are_kept_and_stale_bytecode_goes(letta_venv, run_module)
 
 
 def test_backup_keeps_the_previous_content(letta_venv, run_module):
-    venv, _, message = letta_venv
+    venv, message = letta_venv.venv, letta_venv.message
     original = message.read_bytes()
     result = run_module(venv=str(venv), backup=True)
     backup = result["backup_file"]
@@ -117,7 +117,7 @@ def test_backup_keeps_the_previous_content(letta_venv, run_module):
 
 
 def test_unknown_content_fails_and_leaves_the_file(letta_venv, run_module):
-    venv, _, message = letta_venv
+    venv, message = letta_venv.venv, letta_venv.message
     message.write_text(message.read_text().replace("INSERT OR IGNORE", "INSERT OR REPLACE", 1))
     before = snapshot(message)
     for state in ("present", "absent"):
@@ -131,7 +131,7 @@ def test_unknown_content_fails_and_leaves_the_file(letta_venv, run_module):
 
 
 def test_nothing_to_patch_is_reported_not_failed(letta_venv, run_module):
-    venv, _, message = letta_venv
+    venv, message = letta_venv.venv, letta_venv.message
     text = message.read_text()
     message.write_text(text[:text.index('@event.listens_for(Session, "before_flush")')])
     result = run_module(venv=str(venv))
@@ -162,7 +162,7 @@ def read_only(path):
 
 @pytest.mark.parametrize("check_mode", [False, True], ids=["apply", "check"])
 def test_read_only_file_fails_unchanged(letta_venv, run_module, check_mode):
-    venv, _, message = letta_venv
+    venv, message = letta_venv.venv, letta_venv.message
     before = snapshot(message)
     with read_only(message):
         with pytest.raises(ModuleFail) as failed:
@@ -175,14 +175,14 @@ def test_read_only_file_fails_unchanged(letta_venv, run_module, check_mode):
 
 
 def test_read_only_file_already_patched_is_fine(letta_venv, run_module):
-    venv, _, message = letta_venv
+    venv, message = letta_venv.venv, letta_venv.message
     run_module(venv=str(venv))
     with read_only(message):
         assert run_module(venv=str(venv))["changed"] is False
 
 
 def test_content_that_does_not_compile_is_not_written(letta_venv, run_module):
-    venv, _, message = letta_venv
+    venv, message = letta_venv.venv, letta_venv.message
     message.write_text(message.read_text() + "\ndef broken(:\n")
     before = snapshot(message)
     with pytest.raises(ModuleFail) as failed:

@@ -92,7 +92,7 @@ def test_sqlite_accepts_the_upsert():
 
 
 def test_patched_listeners_run_on_sqlite(release):
-    _, original = release
+    original = release.text
     connection = sqlite3.connect(":memory:")
     try:
         check_replay(Engine(connection, "named"), original)
@@ -101,7 +101,7 @@ def test_patched_listeners_run_on_sqlite(release):
 
 
 def test_unpatched_statement_is_fine_on_sqlite(release):
-    _, original = release
+    original = release.text
     connection = sqlite3.connect(":memory:")
     try:
         engine = Engine(connection, "named")
@@ -118,7 +118,7 @@ def test_unpatched_statement_is_fine_on_sqlite(release):
 @pytest.fixture
 def pg(postgres, release):
     """A fresh database per release in the throwaway cluster."""
-    name = "letta_" + release[0].replace(".", "_")
+    name = "letta_" + release.version.replace(".", "_")
     admin = psycopg2.connect(**postgres)
     admin.autocommit = True
     with admin.cursor() as cursor:
@@ -136,7 +136,7 @@ def pg(postgres, release):
 
 
 def test_unpatched_statement_is_the_runbook_incident_on_postgresql(pg, release):
-    _, original = release
+    original = release.text
     statements = listeners(original)["set_sequence_id_for_sqlite"]
     pg.execute(MESSAGES)
     pg.execute(statements[0])
@@ -146,7 +146,7 @@ def test_unpatched_statement_is_the_runbook_incident_on_postgresql(pg, release):
 
 
 def test_patched_listeners_run_on_postgresql(pg, release):
-    _, original = release
+    original = release.text
     check_replay(pg, original)
     server = pg.scalar("SHOW server_version")
     assert int(server.split(".")[0]) >= 13, server

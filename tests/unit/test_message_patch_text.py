@@ -23,7 +23,7 @@ def test_every_release_ships_the_unpatched_form(release):
 
 
 def test_patch_rewrites_only_the_statements_and_comparisons(release):
-    _, original = release
+    original = release.text
     patched = lmp.apply_patch(original)
     assert lmp.classify(patched).status == lmp.PATCHED
     assert "INSERT OR IGNORE" not in patched
@@ -50,7 +50,7 @@ def test_patch_rewrites_only_the_statements_and_comparisons(release):
 
 
 def test_patched_lines_keep_the_original_indentation(release):
-    _, original = release
+    original = release.text
     patched = lmp.apply_patch(original)
     for statement in lmp.find_statements(patched):
         block = patched[statement["start"]:statement["end"]].splitlines()
@@ -60,26 +60,26 @@ def test_patched_lines_keep_the_original_indentation(release):
 
 
 def test_patched_release_compiles(release):
-    _, original = release
+    original = release.text
     compile(lmp.apply_patch(original), "message.py", "exec", dont_inherit=True)
 
 
 def test_patch_is_idempotent(release):
-    _, original = release
+    original = release.text
     once = lmp.apply_patch(original)
     assert lmp.apply_patch(once) == once
     assert lmp.desired_text(once, "present")[1] == once
 
 
 def test_revert_gives_back_identical_bytes(release):
-    _, original = release
+    original = release.text
     reverted = lmp.revert_patch(lmp.apply_patch(original))
     assert sha256(reverted) == sha256(original)
     assert lmp.revert_patch(original) == original
 
 
 def test_desired_text_reports_the_transition(release):
-    _, original = release
+    original = release.text
     patched = lmp.apply_patch(original)
     found, text, after = lmp.desired_text(original, "present")
     assert (found.status, text, after) == (lmp.UNPATCHED, patched, lmp.PATCHED)
@@ -90,7 +90,7 @@ def test_desired_text_reports_the_transition(release):
 
 
 def test_windows_line_endings_round_trip(release):
-    _, original = release
+    original = release.text
     crlf = original.replace("\n", "\r\n")
     patched = lmp.apply_patch(crlf)
     assert "WHERE true\r\n" in patched and "\n" not in patched.replace("\r\n", "")
@@ -118,7 +118,7 @@ UNKNOWN_VARIANTS = {
 
 @pytest.mark.parametrize("variant", sorted(UNKNOWN_VARIANTS))
 def test_unknown_content_is_refused_not_guessed(release, variant):
-    _, original = release
+    original = release.text
     text = UNKNOWN_VARIANTS[variant](original)
     assert text != original
     found = lmp.classify(text)
@@ -133,7 +133,7 @@ def test_unknown_content_is_refused_not_guessed(release, variant):
 
 
 def test_a_file_without_the_statements_has_nothing_to_patch(release):
-    _, original = release
+    original = release.text
     # A release that dropped the SQLite listeners: keep everything above them.
     text = original[:original.index('@event.listens_for(Session, "before_flush")')]
     assert "message_sequence" not in text
@@ -144,7 +144,7 @@ def test_a_file_without_the_statements_has_nothing_to_patch(release):
 
 
 def test_statement_sql_is_what_the_database_receives(release):
-    _, original = release
+    original = release.text
     sql = [s["sql"] for s in lmp.find_statements(lmp.apply_patch(original))]
     assert sql == ["INSERT INTO message_sequence (id, next_val)\nSELECT 1, COALESCE(MAX(sequence_id), 0) + 1\n"
                    "FROM messages\nWHERE true\nON CONFLICT (id) DO NOTHING"] * 2

@@ -10,7 +10,6 @@ loopback ports.
 """
 
 import base64
-import hashlib
 import json
 import os
 import re
@@ -107,7 +106,7 @@ def record_sha256(host):
     record = host.check_output("cat %s/lib/python3*/site-packages/letta-%s.dist-info/RECORD"
                                % (VENV, VARS["scenario_letta_version"]))
     for line in record.splitlines():
-        path, digest, _ = line.rsplit(",", 2)
+        path, digest = line.rsplit(",", 2)[:2]
         if path == "letta/orm/message.py":
             algorithm, value = digest.split("=", 1)
             assert algorithm == "sha256", digest
@@ -124,7 +123,7 @@ def run_patch_playbook(*extra):
     command = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
                str(PROJECT / "playbooks" / "patch.yml")] + list(extra)
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     recap = re.search(r"^stack\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)",
                       result.stdout, re.MULTILINE)
