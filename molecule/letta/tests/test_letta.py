@@ -244,7 +244,7 @@ def test_bad_input_fails_early_naming_the_variable(host, case, tmp_path):
     (tmp_path / "extra.json").write_text(json.dumps(extra))
     env_before = host.file("/etc/letta/letta.env").md5sum
     result = ansible_playbook("bad_input.yml", "-e", f"@{tmp_path / 'extra.json'}",
-                              env={"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"})
+                              env={"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json", "ANSIBLE_CALLBACKS_ENABLED": ""})
     assert result.returncode != 0, "the bad input was accepted"
     report = json.loads(result.stdout)
     failures = [res for play in report["plays"] for task in play["tasks"]

@@ -16,7 +16,8 @@ def probe(path, lock, installer="uv", check=False):
     if check:
         command.append("--check")
     result = subprocess.run(command, cwd=SCENARIO, capture_output=True, text=True, check=False, timeout=600,
-                            env={**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"})
+                            env={**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+                                 "ANSIBLE_CALLBACKS_ENABLED": ""})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     report = json.loads(result.stdout)
     shown = [res for play in report["plays"] for task in play["tasks"] if task["task"]["name"] == "Show the result"
