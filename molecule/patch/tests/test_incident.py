@@ -5,8 +5,9 @@ role letta/password letta exists, so the server reaches PostgreSQL through its
 SQLite code path. The tests run in file order and each one moves the box one
 step further: prove the 500, patch with playbooks/patch.yml, reinstall Letta
 (pip/uv put the unpatched file back), re-run the playbook, run it once more
-(changed=0), undo it. Clients run here on the runner, against the box's
-loopback ports.
+(changed=0), undo it, patch while the service is stopped, and let the letta
+role's own include re-apply it. Clients run here on the runner, against the
+box's loopback ports.
 """
 
 import base64
@@ -118,17 +119,31 @@ def file_sha256(host, path):
     return host.check_output("sha256sum %s" % path).split()[0]
 
 
-def run_patch_playbook(*extra):
-    """playbooks/patch.yml from the runner against Molecule's inventory."""
-    command = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
-               str(PROJECT / "playbooks" / "patch.yml")] + list(extra)
+def run_playbook(playbook, *extra):
+    """ansible-playbook from the runner against Molecule's inventory; returns the recap."""
+    command = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(playbook)] + list(extra)
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900, check=False)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     recap = re.search(r"^stack\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)",
                       result.stdout, re.MULTILINE)
     assert recap, result.stdout[-4000:]
     return {"ok": int(recap.group(1)), "changed": int(recap.group(2)), "stdout": result.stdout}
+
+
+def run_patch_playbook(*extra):
+    """playbooks/patch.yml, the operator's re-run after upgrades."""
+    return run_playbook(PROJECT / "playbooks" / "patch.yml", *extra)
+
+
+def reinstall_letta(host):
+    """What an upgrade or venv rebuild does to message.py: the release's bytes come back."""
+    result = host.run(
+        "UV_CACHE_DIR=/var/cache/python-venv/uv SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt UV_LINK_MODE=copy "
+        "UV_PYTHON_DOWNLOADS=never %s pip install --python %s/bin/python --no-deps --reinstall-package letta letta==%s"
+        % (UV, VENV, VARS["scenario_letta_version"]))
+    assert result.rc == 0, result.stderr
+    assert "letta==%s" % VARS["scenario_letta_version"] in result.stderr
 
 
 def patched(text):
@@ -186,12 +201,7 @@ def test_03_patch_playbook_fixes_it(host, state):
 
 def test_04_reinstalling_letta_brings_the_unpatched_file_back(host, state):
     before = unit(host)
-    reinstall = host.run(
-        "UV_CACHE_DIR=/var/cache/python-venv/uv SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt UV_LINK_MODE=copy "
-        "UV_PYTHON_DOWNLOADS=never %s pip install --python %s/bin/python --no-deps --reinstall-package letta letta==%s"
-        % (UV, VENV, VARS["scenario_letta_version"]))
-    assert reinstall.rc == 0, reinstall.stderr
-    assert "letta==%s" % VARS["scenario_letta_version"] in reinstall.stderr
+    reinstall_letta(host)
     assert unpatched(host.file(state["path"]).content_string)
     assert file_sha256(host, state["path"]) == record_sha256(host)
     # Nothing restarted the server: it still runs the patched code it loaded.
@@ -240,3 +250,37 @@ def test_08_state_absent_restores_the_release_and_the_incident(host, state):
     wait_healthy()
     status, body = create_agent("after-undo")
     assert status == 500, body
+
+
+def test_09_a_stopped_service_is_patched_but_not_started(host, state):
+    host.check_output("systemctl stop %s" % UNIT)
+    cursor = journal_cursor(host)
+    recap = run_patch_playbook()
+    # The module only: the handler leaves a unit the operator stopped alone.
+    assert recap["changed"] == 1, recap["stdout"][-3000:]
+    assert patched(host.file(state["path"]).content_string)
+    assert unit(host)["ActiveState"] == "inactive"
+    assert starts_since(host, cursor) == 0
+    host.check_output("systemctl start %s" % UNIT)
+    wait_healthy()
+    status, body = create_agent("after-stopped-patch")
+    assert status == 200, body
+
+
+def test_10_the_letta_role_reapplies_the_patch_through_its_include(host, state):
+    """The letta role's own path: its include of letta_patch after the venv build."""
+    reinstall_letta(host)
+    assert unpatched(host.file(state["path"]).content_string)
+    cursor = journal_cursor(host)
+    converge = SCENARIO / "converge.yml"
+    recap = run_playbook(converge, "-e", json.dumps({"letta_apply_patch": True}))
+    assert recap["changed"] >= 2, recap["stdout"][-3000:]
+    assert patched(host.file(state["path"]).content_string)
+    # letta_patch_restart_service is false there; the letta role restarts once.
+    assert starts_since(host, cursor) == 1
+    wait_healthy()
+    status, body = create_agent("after-letta-role")
+    assert status == 200, body
+    cursor = journal_cursor(host)
+    assert run_playbook(converge, "-e", json.dumps({"letta_apply_patch": True}))["changed"] == 0
+    assert starts_since(host, cursor) == 0
