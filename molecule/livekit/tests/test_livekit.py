@@ -37,14 +37,14 @@ def server_pid(host):
     return host.run("systemctl show -p MainPID --value livekit-server.service").stdout.strip()
 
 
-def rerun(*extra_vars):
+def rerun(*extra_vars, playbook="rerun.yml", options=()):
     """Run the livekit role against the converged box with -e overrides."""
     env = dict(os.environ)
     project = env.get("MOLECULE_PROJECT_DIRECTORY", str(SCENARIO.parents[1]))
     env.setdefault("ANSIBLE_COLLECTIONS_PATH", f"{project}/.collections")
     env["ANSIBLE_NOCOLOR"] = "1"
     env["ANSIBLE_CALLBACK_RESULT_FORMAT"] = "yaml"
-    argv = ["ansible-playbook", "-i", env["MOLECULE_INVENTORY_FILE"], str(SCENARIO / "rerun.yml")]
+    argv = ["ansible-playbook", "-i", env["MOLECULE_INVENTORY_FILE"], *options, str(SCENARIO / playbook)]
     for item in extra_vars:
         argv += ["-e", json.dumps(item)]
     return subprocess.run(argv, capture_output=True, text=True, env=env, check=False, timeout=300)
@@ -153,6 +153,15 @@ def test_room_api_refuses_a_wrong_secret():
     assert error.status == 401, error
 
 
+def test_check_mode_on_the_converged_box_changes_nothing(host):
+    pid_before = server_pid(host)
+    result = rerun(playbook="converge.yml", options=("--check", "--diff"))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert recap_changed(output) == 0, output[-3000:]
+    assert server_pid(host) == pid_before
+
+
 # --- refusals: nothing changes on the host -----------------------------------
 
 def test_tampered_archive_fails_and_the_running_version_stays(host):
@@ -259,3 +268,26 @@ def test_worker_health_port_answers():
 def test_worker_registered_with_the_server(host):
     log = host.run("journalctl -u livekit-agent.service --no-pager -o cat").stdout
     assert "registered worker" in log, log[-2000:]
+
+
+# --- offline install (last: it switches the running binary and back) --------
+
+def exe_of_server(host):
+    return host.run(f"readlink /proc/{server_pid(host)}/exe").stdout.strip()
+
+
+def test_offline_archive_installs_and_switching_back_is_one_variable(host):
+    release = pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "mirror" / "releases" / f"v{VERSION}"
+    try:
+        result = rerun({"livekit_archive_src": str(release / f"livekit_{VERSION}_linux_amd64.tar.gz"),
+                        "livekit_install_dir": "/opt/livekit-offline"})
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        assert host.file("/opt/livekit-offline/current").linked_to == f"/opt/livekit-offline/{VERSION}"
+        assert exe_of_server(host) == f"/opt/livekit-offline/{VERSION}/livekit-server"
+        assert http_get(URL + "/") == (200, "OK")
+    finally:
+        back = rerun()
+        host.run("rm -rf /opt/livekit-offline")
+    assert back.returncode == 0, (back.stdout + back.stderr)[-3000:]
+    assert exe_of_server(host) == f"/opt/livekit/{VERSION}/livekit-server"
+    assert http_get(URL + "/") == (200, "OK")
