@@ -24,6 +24,13 @@ LETTA = f"http://127.0.0.1:{VARS['scenario_letta_port']}"
 NOWHERE = "http://127.0.0.1:18299/v1"
 
 
+
+def json_env():
+    """Machine-readable output only: no extra callbacks writing to stdout."""
+    env = {k: v for k, v in os.environ.items() if k != "ANSIBLE_CALLBACKS_ENABLED"}
+    env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
+    return env
+
 def http(method, path, body=None, timeout=60):
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(LETTA + path, data=data, method=method,
@@ -73,7 +80,7 @@ def wait_healthy(seconds=90):
 def ansible_playbook(*args, env=None):
     command = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], *args]
     return subprocess.run(command, cwd=SCENARIO, capture_output=True, text=True, check=False,
-                          env={**os.environ, **(env or {})}, timeout=900)
+                          env=env or os.environ, timeout=900)
 
 
 def test_letta_service_active_and_enabled(host):
@@ -244,7 +251,7 @@ def test_bad_input_fails_early_naming_the_variable(host, case, tmp_path):
     (tmp_path / "extra.json").write_text(json.dumps(extra))
     env_before = host.file("/etc/letta/letta.env").md5sum
     result = ansible_playbook("bad_input.yml", "-e", f"@{tmp_path / 'extra.json'}",
-                              env={"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json", "ANSIBLE_CALLBACKS_ENABLED": ""})
+                              env=json_env())
     assert result.returncode != 0, "the bad input was accepted"
     report = json.loads(result.stdout)
     failures = [res for play in report["plays"] for task in play["tasks"]

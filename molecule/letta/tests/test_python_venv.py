@@ -10,14 +10,20 @@ import pytest
 SCENARIO = pathlib.Path(__file__).resolve().parents[1]
 
 
+
+def json_env():
+    """Machine-readable output only: no extra callbacks writing to stdout."""
+    env = {k: v for k, v in os.environ.items() if k != "ANSIBLE_CALLBACKS_ENABLED"}
+    env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
+    return env
+
 def probe(path, lock, installer="uv", check=False):
     command = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "venv_probe.yml",
                "-e", json.dumps({"probe_venv_path": path, "probe_lock": lock, "probe_installer": installer})]
     if check:
         command.append("--check")
     result = subprocess.run(command, cwd=SCENARIO, capture_output=True, text=True, check=False, timeout=600,
-                            env={**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-                                 "ANSIBLE_CALLBACKS_ENABLED": ""})
+                            env=json_env())
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     report = json.loads(result.stdout)
     shown = [res for play in report["plays"] for task in play["tasks"] if task["task"]["name"] == "Show the result"
