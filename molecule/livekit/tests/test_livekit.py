@@ -10,6 +10,7 @@ import os
 import pathlib
 import re
 import subprocess
+import time
 import urllib.error
 import urllib.request
 
@@ -270,7 +271,27 @@ def test_worker_registered_with_the_server(host):
     assert "registered worker" in log, log[-2000:]
 
 
-# --- offline install (last: it switches the running binary and back) --------
+# --- restarts and offline install (last: they replace the running process) --
+
+def test_server_is_restarted_after_it_exits_0(host):
+    # SIGTERM sent past systemd looks like the server's own clean exit, which is
+    # how it ends on fatal errors too: Restart=always must bring it back.
+    pid_before = server_pid(host)
+    assert host.run("systemctl kill -s TERM livekit-server.service").rc == 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pid = server_pid(host)
+        if pid not in ("", "0", pid_before):
+            try:
+                if http_get(URL + "/", timeout=2) == (200, "OK"):
+                    break
+            except OSError:
+                pass
+        time.sleep(1)
+    else:
+        pytest.fail("livekit-server did not come back within 60 s after exiting")
+    assert int(host.run("systemctl show -p NRestarts --value livekit-server").stdout) >= 1
+
 
 def exe_of_server(host):
     return host.run(f"readlink /proc/{server_pid(host)}/exe").stdout.strip()
