@@ -14,7 +14,8 @@ VARS = yaml.safe_load((SCENARIO / "inventory" / "group_vars" / "all" / "main.yml
 
 
 def playbook(name, *args):
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(PROJECT / ".collections"), ANSIBLE_CONFIG=str(PROJECT / "ansible.cfg"))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(PROJECT / ".collections"), ANSIBLE_CONFIG=str(PROJECT / "ansible.cfg"),
+               ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
     return subprocess.run(
         ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(PROJECT / "playbooks" / name), *args],
         env=env, capture_output=True, text=True, check=False, timeout=1200)
@@ -69,22 +70,25 @@ def test_status_starts_what_is_down_and_reports_healthy(host):
     assert host.run("systemctl is-active letta.service").stdout.strip() != "active"
     result = playbook("status.yml")
     assert result.returncode == 0, result.stdout[-4000:]
-    assert "letta.service: was inactive, started" in result.stdout
-    assert "livekit-server.service: was inactive, started" in result.stdout
+    assert "letta.service: was stopped, started" in result.stdout
+    assert "livekit-server.service: was stopped, started" in result.stdout
     assert "All healthy" in result.stdout
     for unit in ("letta.service", "livekit-server.service"):
         assert host.run(f"systemctl is-active {unit}").stdout.strip() == "active"
 
 
 def test_status_fails_naming_what_stays_down(host):
-    # A unit that cannot start: the playbook must fail and name it.
-    host.run_expect([0], "systemctl mask --runtime livekit-server.service && systemctl stop livekit-server.service")
+    # A unit that cannot start (a runtime drop-in makes its start fail): the
+    # playbook must fail and name it.
+    dropin = "/run/systemd/system/livekit-server.service.d"
+    host.run_expect([0], f"mkdir -p {dropin} && printf '[Service]\\nExecStartPre=/bin/false\\n' > {dropin}/broken.conf"
+                         " && systemctl daemon-reload && systemctl stop livekit-server.service")
     try:
         result = playbook("status.yml", "-e", "status_wait_timeout=5")
         assert result.returncode != 0
         assert "Still unhealthy" in result.stdout and "livekit-server.service" in result.stdout
     finally:
-        host.run_expect([0], "systemctl unmask --runtime livekit-server.service && systemctl start livekit-server.service")
+        host.run_expect([0], f"rm -rf {dropin} && systemctl daemon-reload && systemctl start livekit-server.service")
     deadline = time.monotonic() + 60
     while host.run("curl -fsS http://127.0.0.1:37880/ || python3 -c \"import urllib.request;"
                    "urllib.request.urlopen('http://127.0.0.1:37880/')\"").rc != 0:
