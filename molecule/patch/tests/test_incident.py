@@ -208,6 +208,18 @@ def test_04_reinstalling_letta_brings_the_unpatched_file_back(host, state):
     assert unit(host)["InvocationID"] == before["InvocationID"]
 
 
+def test_04b_check_mode_reports_the_patch_and_writes_nothing(host, state):
+    before, cursor = unit(host), journal_cursor(host)
+    recap = run_patch_playbook("--check", "--diff")
+    # The module and the restart it would trigger.
+    assert recap["changed"] == 2, recap["stdout"][-3000:]
+    assert "+" + " " * 16 + "ON CONFLICT (id) DO NOTHING" in recap["stdout"]
+    assert "-" + " " * 16 + "INSERT OR IGNORE INTO message_sequence (id, next_val)" in recap["stdout"]
+    assert file_sha256(host, state["path"]) == record_sha256(host)
+    assert unit(host)["InvocationID"] == before["InvocationID"]
+    assert starts_since(host, cursor) == 0
+
+
 def test_05_patch_playbook_repatches_and_restarts_once(host, state):
     before, cursor = unit(host), journal_cursor(host)
     recap = run_patch_playbook()
