@@ -24,12 +24,12 @@ LETTA = f"http://127.0.0.1:{VARS['scenario_letta_port']}"
 NOWHERE = "http://127.0.0.1:18299/v1"
 
 
-
 def json_env():
     """Machine-readable output only: no extra callbacks writing to stdout."""
     env = {k: v for k, v in os.environ.items() if k != "ANSIBLE_CALLBACKS_ENABLED"}
     env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
     return env
+
 
 def http(method, path, body=None, timeout=60):
     data = json.dumps(body).encode() if body is not None else None

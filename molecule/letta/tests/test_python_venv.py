@@ -10,12 +10,12 @@ import pytest
 SCENARIO = pathlib.Path(__file__).resolve().parents[1]
 
 
-
 def json_env():
     """Machine-readable output only: no extra callbacks writing to stdout."""
     env = {k: v for k, v in os.environ.items() if k != "ANSIBLE_CALLBACKS_ENABLED"}
     env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
     return env
+
 
 def probe(path, lock, installer="uv", check=False):
     command = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "venv_probe.yml",
@@ -43,7 +43,7 @@ def uv_venv(host):
 
 
 def test_check_mode_on_a_new_venv_changes_nothing(host, uv_venv):
-    result, _ = probe(uv_venv, "probe-two.txt", check=True)
+    result, _output = probe(uv_venv, "probe-two.txt", check=True)
     assert result["changed"] is True
     assert result["packages"] == {}
     assert not host.file(uv_venv).exists
