@@ -35,7 +35,7 @@ sanity: tools
 	scripts/sanity
 
 unit: tools
-	python -m pytest -q -p no:cacheprovider tests/unit
+	python -m pytest -q -p no:cacheprovider tests/unit tests/playbooks
 
 build-test: tools
 	python -m pytest -q -p no:cacheprovider tests/build
