@@ -186,24 +186,22 @@ def classify(text):
     return Classification(status, reason="%d statement(s) %s" % (unpatched or patched, status), **counts)
 
 
-def apply_patch(text):
-    """The patched text of an unpatched or already patched file."""
+def _convert(text, source_status, rewrite):
+    """Rewrite text only when it is in source_status; refuse unknown content."""
     found = classify(text)
     if found.status == UNKNOWN:
         raise UnknownContent(found.reason)
-    if found.status != UNPATCHED:
-        return text
-    return _rewrite_forward(text)
+    return rewrite(text) if found.status == source_status else text
+
+
+def apply_patch(text):
+    """The patched text of an unpatched or already patched file."""
+    return _convert(text, UNPATCHED, _rewrite_forward)
 
 
 def revert_patch(text):
     """The original text of a patched or never patched file."""
-    found = classify(text)
-    if found.status == UNKNOWN:
-        raise UnknownContent(found.reason)
-    if found.status != PATCHED:
-        return text
-    return _rewrite_backward(text)
+    return _convert(text, PATCHED, _rewrite_backward)
 
 
 def desired_text(text, state):
