@@ -83,26 +83,21 @@ class Classification(object):
         return "Classification(%r)" % (self.as_dict(),)
 
 
-def _patched_statement(match):
+def _statement(match, insert, tail):
+    """One statement in the matched text's own indentation and line endings;
+    the two forms differ only in the INSERT line and the lines after FROM."""
     g = match.groupdict()
-    nl = g["nl"]
-    return (
-        g["i1"] + "INSERT INTO message_sequence (id, next_val)" + nl
-        + g["i2"] + "SELECT 1, COALESCE(MAX(sequence_id), 0) + 1" + nl
-        + g["i3"] + "FROM messages" + nl
-        + g["i3"] + "WHERE true" + nl
-        + g["i3"] + "ON CONFLICT (id) DO NOTHING" + nl
-    )
+    lines = [g["i1"] + insert, g["i2"] + "SELECT 1, COALESCE(MAX(sequence_id), 0) + 1", g["i3"] + "FROM messages"]
+    lines += [g["i3"] + line for line in tail]
+    return "".join(line + g["nl"] for line in lines)
+
+
+def _patched_statement(match):
+    return _statement(match, "INSERT INTO message_sequence (id, next_val)", ["WHERE true", "ON CONFLICT (id) DO NOTHING"])
 
 
 def _unpatched_statement(match):
-    g = match.groupdict()
-    nl = g["nl"]
-    return (
-        g["i1"] + "INSERT OR IGNORE INTO message_sequence (id, next_val)" + nl
-        + g["i2"] + "SELECT 1, COALESCE(MAX(sequence_id), 0) + 1" + nl
-        + g["i3"] + "FROM messages" + nl
-    )
+    return _statement(match, "INSERT OR IGNORE INTO message_sequence (id, next_val)", [])
 
 
 def _rewrite_forward(text):

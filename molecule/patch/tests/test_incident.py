@@ -183,7 +183,8 @@ def test_02_agent_creation_fails_with_500_as_in_the_runbook(host):
     assert sequence_table() is None
 
 
-def test_03_patch_playbook_fixes_it(host, state):
+def patch_and_expect_one_restart(host, state, agent_name):
+    """Run patch.yml: the file is patched, Letta restarted once, agents work."""
     before, cursor = unit(host), journal_cursor(host)
     recap = run_patch_playbook()
     # The module and the one restart.
@@ -193,9 +194,14 @@ def test_03_patch_playbook_fixes_it(host, state):
     assert after["InvocationID"] != before["InvocationID"]
     assert starts_since(host, cursor) == 1
     wait_healthy()
-    status, body = create_agent("after-patch")
+    status, body = create_agent(agent_name)
     assert status == 200, body
-    assert json.loads(body)["name"] == "after-patch"
+    assert json.loads(body)["name"] == agent_name
+    return before, after
+
+
+def test_03_patch_playbook_fixes_it(host, state):
+    patch_and_expect_one_restart(host, state, "after-patch")
     assert sequence_table() == "message_sequence"
 
 
@@ -221,19 +227,10 @@ def test_04b_check_mode_reports_the_patch_and_writes_nothing(host, state):
 
 
 def test_05_patch_playbook_repatches_and_restarts_once(host, state):
-    before, cursor = unit(host), journal_cursor(host)
-    recap = run_patch_playbook()
-    assert recap["changed"] == 2, recap["stdout"][-3000:]
-    assert patched(host.file(state["path"]).content_string)
-    after = unit(host)
-    assert after["InvocationID"] != before["InvocationID"]
+    before, after = patch_and_expect_one_restart(host, state, "after-reinstall")
     assert after["ExecMainStartTimestampMonotonic"] != before["ExecMainStartTimestampMonotonic"]
     # A crash loop would count here; the one deliberate restart does not.
     assert after["NRestarts"] == before["NRestarts"]
-    assert starts_since(host, cursor) == 1
-    wait_healthy()
-    status, body = create_agent("after-reinstall")
-    assert status == 200, body
     state["invocation"] = after["InvocationID"]
 
 
