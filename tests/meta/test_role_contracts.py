@@ -18,18 +18,36 @@ def test_there_are_roles():
     assert ROLES, "no roles found under roles/"
 
 
+def entry_points(role):
+    return load(ROOT / "roles" / role / "meta" / "argument_specs.yml").get("argument_specs", {})
+
+
+def options(role):
+    """Every entry point's options; entry points may share one (the same variable, the same spec)."""
+    return {name: option for spec in entry_points(role).values() for name, option in spec.get("options", {}).items()}
+
+
 @pytest.mark.parametrize("role", ROLES)
 def test_role_has_argument_specs(role):
-    specs = load(ROOT / "roles" / role / "meta" / "argument_specs.yml")
-    assert "main" in specs.get("argument_specs", {}), f"{role}: no 'main' entry point"
+    tasks = ROOT / "roles" / role / "tasks"
+    if (tasks / "main.yml").exists():
+        assert "main" in entry_points(role), f"{role}: no 'main' entry point"
+    else:
+        # An internal role, called only with tasks_from: each task file is an entry point.
+        assert sorted(entry_points(role)) == sorted(p.stem for p in tasks.glob("*.yml")), f"{role}: entry points"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_entry_point_has_its_task_file(role):
+    missing = [name for name in entry_points(role) if not (ROOT / "roles" / role / "tasks" / f"{name}.yml").exists()]
+    assert missing == [], f"{role}: argument specs for entry points without a task file"
 
 
 @pytest.mark.parametrize("role", ROLES)
 def test_defaults_equal_argument_spec_defaults(role):
     defaults = load(ROOT / "roles" / role / "defaults" / "main.yml")
-    options = load(ROOT / "roles" / role / "meta" / "argument_specs.yml")["argument_specs"]["main"].get("options", {})
-    spec_defaults = {name: opt["default"] for name, opt in options.items() if "default" in opt}
-    assert sorted(set(defaults) - set(options)) == [], f"{role}: in defaults/main.yml but not in the argument specs"
+    spec_defaults = {name: opt["default"] for name, opt in options(role).items() if "default" in opt}
+    assert sorted(set(defaults) - set(options(role))) == [], f"{role}: in defaults/main.yml but not in the argument specs"
     assert sorted(set(spec_defaults) - set(defaults)) == [], f"{role}: spec default missing from defaults/main.yml"
     differing = {k: (defaults[k], spec_defaults.get(k, "<no default in spec>"))
                  for k in defaults if defaults[k] != spec_defaults.get(k, object())}
@@ -37,9 +55,17 @@ def test_defaults_equal_argument_spec_defaults(role):
 
 
 @pytest.mark.parametrize("role", ROLES)
+def test_entry_points_agree_on_shared_options(role):
+    specs = entry_points(role).values()
+    shared = {name for spec in specs for name in spec.get("options", {})}
+    differing = sorted(name for name in shared
+                       if len({repr(spec["options"][name]) for spec in specs if name in spec.get("options", {})}) > 1)
+    assert differing == [], f"{role}: entry points describe these options differently"
+
+
+@pytest.mark.parametrize("role", ROLES)
 def test_public_variables_are_role_prefixed(role):
-    options = load(ROOT / "roles" / role / "meta" / "argument_specs.yml")["argument_specs"]["main"].get("options", {})
-    assert [n for n in options if not n.startswith(role + "_")] == []
+    assert [n for n in options(role) if not n.startswith(role + "_")] == []
 
 
 @pytest.mark.parametrize("role", ROLES)
