@@ -1,4 +1,5 @@
 """The box is a real Debian host: systemd is PID 1, units run, apt works."""
+from stacktest import VARS
 
 
 def test_systemd_is_pid_1(host):
@@ -13,14 +14,14 @@ def test_it_is_debian_trixie(host):
 
 
 def test_unit_started_and_enabled(host):
-    unit = host.service("box-probe.service")
+    unit = host.service(VARS["box_probe_unit"])
     assert unit.is_running
     assert unit.is_enabled
 
 
 def test_package_installed_by_apt_runs(host):
-    assert host.package("hello").is_installed
-    assert host.run("hello").stdout.strip() == "Hello, world!"
+    assert host.package(VARS["box_probe_package"]).is_installed
+    assert host.run(VARS["box_probe_package"]).stdout.strip() == "Hello, world!"
 
 
 def test_apt_installs_another_package(host):

@@ -1,86 +1,24 @@
 """Letta on PostgreSQL on a fresh box: asked the way users ask (HTTP, psycopg2),
 the host read only for what users cannot see (modes, owners, units)."""
 import json
-import os
-import pathlib
 import re
-import subprocess
 import time
-import urllib.error
-import urllib.request
 import uuid
 
 import psycopg2
 import pytest
-import yaml
+from stacktest import UV, UV_ENV, VARS, Letta, LettaDatabase, run_playbook, unit_property
 
-SCENARIO = pathlib.Path(__file__).resolve().parents[1]
-VARS = yaml.safe_load((SCENARIO / "group_vars" / "all.yml").read_text())
 PASSWORD = VARS["scenario_db_password"]
 VERSION = VARS["scenario_letta_version"]
 PG_PORT = VARS["scenario_postgresql_port"]
-LETTA = f"http://127.0.0.1:{VARS['scenario_letta_port']}"
-# Nothing listens here: agent creation must not need a model provider.
-NOWHERE = "http://127.0.0.1:18299/v1"
-
-
-def json_env():
-    """Machine-readable output only: no extra callbacks writing to stdout."""
-    env = {k: v for k, v in os.environ.items() if k != "ANSIBLE_CALLBACKS_ENABLED"}
-    env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
-    return env
-
-
-def http(method, path, body=None, timeout=60):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(LETTA + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace")
-    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-        return None, str(exc)
-
-
-def connect(password=PASSWORD):
-    return psycopg2.connect(host="127.0.0.1", port=PG_PORT, dbname="letta", user="letta",
-                            password=password, connect_timeout=5)
-
-
-def query(sql, args=()):
-    with connect() as conn, conn.cursor() as cur:
-        cur.execute(sql, args)
-        return cur.fetchall()
+LETTA = Letta(VARS["scenario_letta_port"])
+DATABASE = LettaDatabase(PG_PORT, PASSWORD)
+query = DATABASE.query
 
 
 def create_agent():
-    return http("POST", "/v1/agents/", {
-        "name": f"verify-{uuid.uuid4().hex[:8]}",
-        "include_base_tools": False,
-        "llm_config": {"model": "gpt-4o-mini", "model_endpoint_type": "openai", "model_endpoint": NOWHERE,
-                       "context_window": 8192},
-        "embedding_config": {"embedding_model": "text-embedding-3-small", "embedding_endpoint_type": "openai",
-                             "embedding_endpoint": NOWHERE, "embedding_dim": 1536, "embedding_chunk_size": 300},
-    })
-
-
-def wait_healthy(seconds=90):
-    deadline = time.monotonic() + seconds
-    status, body = None, None
-    while time.monotonic() < deadline:
-        status, body = http("GET", "/v1/health/", timeout=5)
-        if status == 200:
-            return body
-        time.sleep(1)
-    raise AssertionError(f"Letta not healthy after {seconds} s: {status} {body}")
-
-
-def ansible_playbook(*args, env=None):
-    command = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], *args]
-    return subprocess.run(command, cwd=SCENARIO, capture_output=True, text=True, check=False,
-                          env=env or os.environ, timeout=900)
+    return LETTA.create_agent(f"verify-{uuid.uuid4().hex[:8]}")
 
 
 def test_letta_service_active_and_enabled(host):
@@ -95,12 +33,12 @@ def test_letta_service_active_and_enabled(host):
 
 
 def test_health_reports_pinned_version():
-    body = wait_healthy()
+    body = LETTA.wait_healthy(90)
     assert body == {"version": VERSION, "status": "ok"}
 
 
 def test_process_runs_as_letta_from_its_own_venv(host):
-    pid = host.run("systemctl show -p MainPID --value letta.service").stdout.strip()
+    pid = unit_property(host, "letta.service", "MainPID")
     assert host.run(f"stat -c %U /proc/{pid}").stdout.strip() == "letta"
     cmdline = host.file(f"/proc/{pid}/cmdline").content_string.replace("\0", " ")
     assert "/opt/letta/venv/" in cmdline
@@ -110,14 +48,12 @@ def test_venv_matches_the_lock_and_is_root_owned(host):
     venv = host.file("/opt/letta/venv")
     assert venv.user == "root" and venv.mode & 0o002 == 0
     assert host.file("/opt/letta/venv.lock.txt").contains(f"^letta=={VERSION}")
-    freeze = host.run("/opt/python-venv-tools/bin/uv pip list --python /opt/letta/venv/bin/python --format json")
+    freeze = host.run(f"{UV} pip list --python /opt/letta/venv/bin/python --format json")
     installed = {p["name"].lower(): p["version"] for p in json.loads(freeze.stdout)}
     assert installed["letta"] == VERSION
     # Pinned by the lock derived from upstream's uv.lock; an unpinned resolve gets a pydantic Letta cannot import.
     assert installed["pydantic"] == "2.11.7"
-    audit = host.run("SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt UV_CACHE_DIR=/var/cache/python-venv/uv "
-                     "/opt/python-venv-tools/bin/uv pip sync --dry-run --python /opt/letta/venv/bin/python "
-                     "/opt/letta/venv.lock.txt")
+    audit = host.run(f"{UV_ENV} {UV} pip sync --dry-run --python /opt/letta/venv/bin/python /opt/letta/venv.lock.txt")
     assert audit.rc == 0, audit.stderr
     assert "Would install" not in audit.stderr and "Would uninstall" not in audit.stderr
 
@@ -139,7 +75,7 @@ def test_letta_role_logs_in_over_tcp_and_vector_is_installed():
 
 def test_wrong_password_is_refused():
     with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
-        connect(password=PASSWORD + "-wrong")
+        DATABASE.connect(password=PASSWORD + "-wrong")
 
 
 def test_password_is_stored_as_scram(host):
@@ -159,11 +95,21 @@ def test_database_owned_by_letta_and_schema_at_head(host):
 def test_agent_creation_stores_messages_in_postgres_mode():
     status, agent = create_agent()
     assert status == 200, agent
-    status, messages = http("GET", f"/v1/agents/{agent['id']}/messages")
+    status, messages = LETTA.messages(agent["id"])
     assert status == 200 and len(messages) >= 1, messages
     assert query("SELECT count(*) FROM messages WHERE agent_id = %s", (agent["id"],))[0][0] >= 1
     # The SQLite-only code path creates this table; the unit hands Letta LETTA_PG_URI, so it never runs.
     assert query("SELECT to_regclass('message_sequence')") == [(None,)]
+
+
+def test_deleted_agent_is_gone():
+    status, agent = create_agent()
+    assert status == 200, agent
+    status, body = LETTA.delete_agent(agent["id"])
+    assert status == 200, body
+    status, body = LETTA.agent(agent["id"])
+    assert status == 404, body
+    assert query("SELECT count(*) FROM agents WHERE id = %s", (agent["id"],)) == [(0,)]
 
 
 def test_env_file_is_private_and_holds_the_uri(host):
@@ -195,27 +141,26 @@ def test_agent_creation_after_postgresql_restart(host):
 
 
 def test_killed_server_comes_back_by_itself(host):
-    old_pid = host.run("systemctl show -p MainPID --value letta.service").stdout.strip()
+    old_pid = unit_property(host, "letta.service", "MainPID")
     assert host.run("systemctl kill -s KILL letta.service").rc == 0
     deadline = time.monotonic() + 60
     new_pid = old_pid
     while time.monotonic() < deadline:
-        new_pid = host.run("systemctl show -p MainPID --value letta.service").stdout.strip()
+        new_pid = unit_property(host, "letta.service", "MainPID")
         if new_pid not in (old_pid, "0") and host.service("letta.service").is_running:
             break
         time.sleep(1)
     assert new_pid not in (old_pid, "0"), "letta.service did not restart within 60 s"
-    assert wait_healthy(60)["version"] == VERSION
+    assert LETTA.wait_healthy(60)["version"] == VERSION
     status, agent = create_agent()
     assert status == 200, agent
 
 
 def test_check_mode_on_converged_box_changes_nothing_and_leaks_no_secret():
-    result = ansible_playbook("converge.yml", "--check", "--diff", "-v")
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-3000:]
-    assert "changed=0" in out and "failed=0" in out, out[-1500:]
-    assert PASSWORD not in out
+    result = run_playbook("converge.yml", "--check", "--diff", "-v")
+    assert result.rc == 0, result.tail(3000)
+    assert result.recap["changed"] == 0 and result.recap["failed"] == 0, result.tail(1500)
+    assert PASSWORD not in result.output
 
 
 BASE = {
@@ -244,24 +189,20 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_fails_early_naming_the_variable(host, case, tmp_path):
+def test_bad_input_fails_early_naming_the_variable(host, case):
     role, override, variable = BAD_INPUTS[case]
     extra = {"bad_input_role": role, **(BASE if role == "letta" else {}), **override}
     extra = {k: v for k, v in extra.items() if v is not None}
-    (tmp_path / "extra.json").write_text(json.dumps(extra))
     env_before = host.file("/etc/letta/letta.env").md5sum
-    result = ansible_playbook("bad_input.yml", "-e", f"@{tmp_path / 'extra.json'}",
-                              env=json_env())
-    assert result.returncode != 0, "the bad input was accepted"
-    report = json.loads(result.stdout)
-    failures = [res for play in report["plays"] for task in play["tasks"]
-                for res in task["hosts"].values() if res.get("failed")]
+    result = run_playbook("bad_input.yml", extra_vars=[extra], json_output=True)
+    assert result.rc != 0, "the bad input was accepted"
+    failures = [res for res in result.task_results() if res.get("failed")]
     assert failures, result.stdout[-2000:]
     failure = failures[-1]
     # A looped assert reports the item's message inside results.
     messages = [failure.get("msg", "")] + [item.get("msg", "") for item in failure.get("results", [])]
     message = json.dumps(messages)
     assert variable in message, message
-    assert all(stats["changed"] == 0 for stats in report["stats"].values()), report["stats"]
+    assert result.recap["changed"] == 0, result.report["stats"]
     assert PASSWORD not in result.stdout
     assert host.file("/etc/letta/letta.env").md5sum == env_before

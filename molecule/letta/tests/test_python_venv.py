@@ -1,38 +1,15 @@
 """python_venv on its own: uv pip sync semantics, changed only when something
 was installed or removed, check mode, the pip fallback, separate venvs."""
-import json
-import os
-import pathlib
-import subprocess
-
 import pytest
-
-SCENARIO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def json_env():
-    """Machine-readable output only: no extra callbacks writing to stdout."""
-    env = {k: v for k, v in os.environ.items() if k != "ANSIBLE_CALLBACKS_ENABLED"}
-    env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
-    return env
+from stacktest import run_playbook
 
 
 def probe(path, lock, installer="uv", check=False):
-    command = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "venv_probe.yml",
-               "-e", json.dumps({"probe_venv_path": path, "probe_lock": lock, "probe_installer": installer})]
-    if check:
-        command.append("--check")
-    result = subprocess.run(command, cwd=SCENARIO, capture_output=True, text=True, check=False, timeout=600,
-                            env=json_env())
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    report = json.loads(result.stdout)
-    shown = [res for play in report["plays"] for task in play["tasks"] if task["task"]["name"] == "Show the result"
-             for res in task["hosts"].values()]
-    return shown[0]["python_venv_result"], report["stats"]
-
-
-def changed(stats):
-    return sum(host["changed"] for host in stats.values())
+    """One run of venv_probe.yml: python_venv's result and the recap."""
+    run = run_playbook("venv_probe.yml", *(["--check"] if check else []), json_output=True,
+                       extra_vars=[{"probe_venv_path": path, "probe_lock": lock, "probe_installer": installer}])
+    assert run.rc == 0, run.tail(3000)
+    return run.task_results("Show the result")[0]["python_venv_result"], run.recap
 
 
 @pytest.fixture(scope="module")
@@ -43,15 +20,15 @@ def uv_venv(host):
 
 
 def test_check_mode_on_a_new_venv_changes_nothing(host, uv_venv):
-    result, _output = probe(uv_venv, "probe-two.txt", check=True)
+    result, _recap = probe(uv_venv, "probe-two.txt", check=True)
     assert result["changed"] is True
     assert result["packages"] == {}
     assert not host.file(uv_venv).exists
 
 
 def test_uv_builds_then_audits_then_removes(host, uv_venv):
-    first, stats = probe(uv_venv, "probe-two.txt")
-    assert first["changed"] is True and changed(stats) > 0
+    first, recap = probe(uv_venv, "probe-two.txt")
+    assert first["changed"] is True and recap["changed"] > 0
     assert first["path"] == uv_venv and first["python"] == uv_venv + "/bin/python"
     assert first["packages"]["idna"] == "3.10" and first["packages"]["six"] == "1.17.0"
     # Nothing from Letta's venv leaks in: the probe imports its own copy only.
@@ -60,11 +37,11 @@ def test_uv_builds_then_audits_then_removes(host, uv_venv):
     assert located.stdout.startswith(uv_venv + "/lib/"), located.stdout
     assert host.run(f"{uv_venv}/bin/python -c 'import fastapi'").rc != 0
 
-    again, stats = probe(uv_venv, "probe-two.txt")
-    assert again["changed"] is False and changed(stats) == 0
+    again, recap = probe(uv_venv, "probe-two.txt")
+    assert again["changed"] is False and recap["changed"] == 0
 
-    smaller, stats = probe(uv_venv, "probe-one.txt")
-    assert smaller["changed"] is True and changed(stats) > 0
+    smaller, recap = probe(uv_venv, "probe-one.txt")
+    assert smaller["changed"] is True and recap["changed"] > 0
     assert "six" not in smaller["packages"] and smaller["packages"]["idna"] == "3.10"
     assert host.run(f"{uv_venv}/bin/python -c 'import six'").rc != 0
     assert host.file(uv_venv + ".lock.txt").content_string.strip().endswith("idna==3.10")
@@ -73,10 +50,10 @@ def test_uv_builds_then_audits_then_removes(host, uv_venv):
 def test_pip_fallback_installs_and_is_idempotent(host):
     host.run("rm -rf /opt/probe-pip /opt/probe-pip.lock.txt")
     try:
-        first, stats = probe("/opt/probe-pip", "probe-two.txt", installer="pip")
+        first, recap = probe("/opt/probe-pip", "probe-two.txt", installer="pip")
         assert first["changed"] is True
         assert first["packages"]["six"] == "1.17.0"
-        again, stats = probe("/opt/probe-pip", "probe-two.txt", installer="pip")
-        assert again["changed"] is False and changed(stats) == 0
+        again, recap = probe("/opt/probe-pip", "probe-two.txt", installer="pip")
+        assert again["changed"] is False and recap["changed"] == 0
     finally:
         host.run("rm -rf /opt/probe-pip /opt/probe-pip.lock.txt")

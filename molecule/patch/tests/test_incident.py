@@ -11,71 +11,22 @@ box's loopback ports.
 """
 
 import base64
-import json
-import os
 import re
-import subprocess
-import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
-import psycopg2
 import pytest
-import yaml
+from stacktest import SCENARIO, UV, UV_ENV, VARS, Letta, LettaDatabase, project_playbook, run_playbook
 
-SCENARIO = Path(__file__).resolve().parents[1]
-PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY") or SCENARIO.parents[1])
-VARS = yaml.safe_load((SCENARIO / "group_vars" / "all.yml").read_text())
-LETTA = "http://127.0.0.1:%d" % VARS["scenario_letta_port"]
-PG = dict(host="127.0.0.1", port=VARS["scenario_postgresql_port"], user="letta",
-          password=VARS["scenario_db_password"], dbname="letta", connect_timeout=10)
+LETTA = Letta(VARS["scenario_letta_port"])
+DATABASE = LettaDatabase(VARS["scenario_postgresql_port"], VARS["scenario_db_password"])
+VERSION = VARS["scenario_letta_version"]
 VENV = "/opt/letta/venv"
-UV = "/opt/python-venv-tools/bin/uv"
 UNIT = "letta.service"
 # systemd's catalog id of "Started <unit>" (one per successful start job).
 UNIT_STARTED = "39f53479d3a045ac8e11786248231fbf"
-# An endpoint nothing listens on: agent creation must not need the network.
-NOWHERE = "http://127.0.0.1:9/v1"
-
-
-def wait_healthy(timeout=180):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(LETTA + "/v1/health/", timeout=5) as response:
-                if response.status == 200:
-                    return json.load(response)
-        except (urllib.error.URLError, ConnectionError, OSError) as exc:
-            last = exc
-        time.sleep(2)
-    raise AssertionError("Letta did not become healthy on %s within %d s: %s" % (LETTA, timeout, last))
-
-
-def create_agent(name):
-    """POST /v1/agents/ the way a client does; returns (status, body text)."""
-    payload = {
-        "name": name,
-        "include_base_tools": False,
-        "llm_config": {"model": "gpt-4o-mini", "model_endpoint_type": "openai", "model_endpoint": NOWHERE,
-                       "context_window": 8192},
-        "embedding_config": {"embedding_model": "text-embedding-3-small", "embedding_endpoint_type": "openai",
-                             "embedding_endpoint": NOWHERE, "embedding_dim": 1536},
-    }
-    request = urllib.request.Request(LETTA + "/v1/agents/", data=json.dumps(payload).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace")
 
 
 def sequence_table():
-    with psycopg2.connect(**PG) as connection, connection.cursor() as cursor:
-        cursor.execute("SELECT to_regclass('message_sequence')")
-        return cursor.fetchone()[0]
+    return DATABASE.query("SELECT to_regclass('message_sequence')")[0][0]
 
 
 def unit(host):
@@ -105,7 +56,7 @@ def message_py(host):
 def record_sha256(host):
     """sha256 of message.py as the installer recorded it in the dist-info RECORD."""
     record = host.check_output("cat %s/lib/python3*/site-packages/letta-%s.dist-info/RECORD"
-                               % (VENV, VARS["scenario_letta_version"]))
+                               % (VENV, VERSION))
     for line in record.splitlines():
         path, digest = line.rsplit(",", 2)[:2]
         if path == "letta/orm/message.py":
@@ -119,31 +70,25 @@ def file_sha256(host, path):
     return host.check_output("sha256sum %s" % path).split()[0]
 
 
-def run_playbook(playbook, *extra):
-    """ansible-playbook from the runner against Molecule's inventory; returns the recap."""
-    command = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(playbook)] + list(extra)
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900, check=False)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    recap = re.search(r"^stack\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)",
-                      result.stdout, re.MULTILINE)
-    assert recap, result.stdout[-4000:]
-    return {"ok": int(recap.group(1)), "changed": int(recap.group(2)), "stdout": result.stdout}
+def successful_run(playbook, *args, extra_vars=()):
+    """A playbook run that must succeed; its recap with the output beside it."""
+    run = run_playbook(playbook, *args, extra_vars=extra_vars)
+    assert run.rc == 0, run.tail(6000)
+    return dict(run.recap, stdout=run.stdout)
 
 
-def run_patch_playbook(*extra):
+def run_patch_playbook(*args, extra_vars=()):
     """playbooks/patch.yml, the operator's re-run after upgrades."""
-    return run_playbook(PROJECT / "playbooks" / "patch.yml", *extra)
+    return successful_run(project_playbook("patch.yml"), *args, extra_vars=extra_vars)
 
 
 def reinstall_letta(host):
     """What an upgrade or venv rebuild does to message.py: the release's bytes come back."""
     result = host.run(
-        "UV_CACHE_DIR=/var/cache/python-venv/uv SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt UV_LINK_MODE=copy "
-        "UV_PYTHON_DOWNLOADS=never %s pip install --python %s/bin/python --no-deps --reinstall-package letta letta==%s"
-        % (UV, VENV, VARS["scenario_letta_version"]))
+        "%s UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never %s pip install --python %s/bin/python --no-deps "
+        "--reinstall-package letta letta==%s" % (UV_ENV, UV, VENV, VERSION))
     assert result.rc == 0, result.stderr
-    assert "letta==%s" % VARS["scenario_letta_version"] in result.stderr
+    assert "letta==%s" % VERSION in result.stderr
 
 
 def patched(text):
@@ -161,7 +106,7 @@ def state():
 
 
 def test_01_server_runs_unpatched_without_letta_pg_uri(host, state):
-    assert wait_healthy()["version"] == VARS["scenario_letta_version"]
+    assert LETTA.wait_healthy()["version"] == VERSION
     main_pid = unit(host)["MainPID"]
     environ = host.check_output("tr '\\0' '\\n' < /proc/%s/environ | cut -d= -f1" % main_pid).split()
     assert "LETTA_PG_URI" not in environ
@@ -174,7 +119,7 @@ def test_01_server_runs_unpatched_without_letta_pg_uri(host, state):
 
 def test_02_agent_creation_fails_with_500_as_in_the_runbook(host):
     cursor = journal_cursor(host)
-    status, body = create_agent("runbook-incident")
+    status, body = LETTA.create_agent("runbook-incident")
     assert status == 500, body
     log = host.check_output("journalctl -q -u %s --after-cursor='%s' --no-pager -o cat" % (UNIT, cursor))
     assert 'syntax error at or near "OR"' in log
@@ -193,10 +138,10 @@ def patch_and_expect_one_restart(host, state, agent_name):
     after = unit(host)
     assert after["InvocationID"] != before["InvocationID"]
     assert starts_since(host, cursor) == 1
-    wait_healthy()
-    status, body = create_agent(agent_name)
+    LETTA.wait_healthy()
+    status, body = LETTA.create_agent(agent_name)
     assert status == 200, body
-    assert json.loads(body)["name"] == agent_name
+    assert body["name"] == agent_name
     return before, after
 
 
@@ -252,12 +197,12 @@ def test_07_check_mode_on_the_patched_box_changes_nothing(host, state):
 
 def test_08_state_absent_restores_the_release_and_the_incident(host, state):
     cursor = journal_cursor(host)
-    recap = run_patch_playbook("-e", "letta_patch_state=absent")
+    recap = run_patch_playbook(extra_vars=[{"letta_patch_state": "absent"}])
     assert recap["changed"] == 2, recap["stdout"][-3000:]
     assert file_sha256(host, state["path"]) == record_sha256(host)
     assert starts_since(host, cursor) == 1
-    wait_healthy()
-    status, body = create_agent("after-undo")
+    LETTA.wait_healthy()
+    status, body = LETTA.create_agent("after-undo")
     assert status == 500, body
 
 
@@ -271,8 +216,8 @@ def test_09_a_stopped_service_is_patched_but_not_started(host, state):
     assert unit(host)["ActiveState"] == "inactive"
     assert starts_since(host, cursor) == 0
     host.check_output("systemctl start %s" % UNIT)
-    wait_healthy()
-    status, body = create_agent("after-stopped-patch")
+    LETTA.wait_healthy()
+    status, body = LETTA.create_agent("after-stopped-patch")
     assert status == 200, body
 
 
@@ -282,14 +227,14 @@ def test_10_the_letta_role_reapplies_the_patch_through_its_include(host, state):
     assert unpatched(host.file(state["path"]).content_string)
     cursor = journal_cursor(host)
     converge = SCENARIO / "converge.yml"
-    recap = run_playbook(converge, "-e", json.dumps({"letta_apply_patch": True}))
+    recap = successful_run(converge, extra_vars=[{"letta_apply_patch": True}])
     assert recap["changed"] >= 2, recap["stdout"][-3000:]
     assert patched(host.file(state["path"]).content_string)
     # letta_patch_restart_service is false there; the letta role restarts once.
     assert starts_since(host, cursor) == 1
-    wait_healthy()
-    status, body = create_agent("after-letta-role")
+    LETTA.wait_healthy()
+    status, body = LETTA.create_agent("after-letta-role")
     assert status == 200, body
     cursor = journal_cursor(host)
-    assert run_playbook(converge, "-e", json.dumps({"letta_apply_patch": True}))["changed"] == 0
+    assert successful_run(converge, extra_vars=[{"letta_apply_patch": True}])["changed"] == 0
     assert starts_since(host, cursor) == 0
