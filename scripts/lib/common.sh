@@ -4,6 +4,7 @@
 
 # The Makefile exports HYBRIDSTACK_CACHE; the same default applies when a
 # script is run by hand.
+# shellcheck disable=SC2034  # read by the scripts that source this file
 CACHE_DIR="${HYBRIDSTACK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hybridstack}"
 
 # A TCP port on 127.0.0.1 that nothing listens on right now.
