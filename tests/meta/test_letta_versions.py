@@ -83,7 +83,6 @@ def test_no_other_file_types_a_list_of_releases():
     assert copies == []
 
 
-
 def broken_copy(tmp_path, place):
     """A copy of the places with release 0.16.99 added to exactly one of them."""
     for rel in PLACES:
