@@ -19,6 +19,11 @@ __metaclass__ = type
 
 import re
 
+# The Letta server releases whose message.py this rewrite was checked against
+# (the unit tests run it on each). The letta role installs exactly these: its
+# locks and sdist checksums must list the same releases (tests/meta checks it).
+CHECKED_RELEASES = ("0.14.0", "0.15.1", "0.16.8")
+
 UNPATCHED = "unpatched"
 PATCHED = "patched"
 NOTHING_TO_PATCH = "nothing_to_patch"

@@ -49,11 +49,12 @@ options:
     default: false
   supported_versions:
     description:
-      - Letta releases whose C(message.py) this patch was checked against. Any other installed version fails
-        before the file is read, so an upgrade is a deliberate decision.
+      - Letta releases this run accepts. Any other installed version fails before the file is read, so an
+        upgrade is a deliberate decision.
+      - When not set, every release whose C(message.py) this module was checked against (the list is printed in
+        the failure message).
     type: list
     elements: str
-    default: ["0.14.0", "0.15.1", "0.16.8"]
 attributes:
   check_mode:
     support: full
@@ -88,10 +89,10 @@ EXAMPLES = r"""
     state: absent
     backup: true
 
-- name: Allow a Letta release checked by hand
+- name: Accept only the release this host is meant to run
   hybridstack.letta_livekit.letta_message_patch:
     venv: /srv/letta/venv
-    supported_versions: ["0.15.1", "0.16.8"]
+    supported_versions: ["0.16.8"]
 """
 
 RETURN = r"""
@@ -161,13 +162,12 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_bytes, to_native
 
 from ansible_collections.hybridstack.letta_livekit.plugins.module_utils.letta_message_patch import (
+    CHECKED_RELEASES,
     UNKNOWN,
     UnknownContent,
     classify,
     desired_text,
 )
-
-SUPPORTED_VERSIONS = ["0.14.0", "0.15.1", "0.16.8"]
 
 # Runs inside the venv's interpreter. find_spec on a top-level package locates
 # it without executing letta/__init__.py, which would import the whole server.
@@ -264,13 +264,13 @@ def main():
             venv=dict(type="path", required=True),
             state=dict(type="str", default="present", choices=["present", "absent"]),
             backup=dict(type="bool", default=False),
-            supported_versions=dict(type="list", elements="str", default=SUPPORTED_VERSIONS),
+            supported_versions=dict(type="list", elements="str"),
         ),
         supports_check_mode=True,
     )
     venv = os.path.abspath(module.params["venv"])
     state = module.params["state"]
-    supported = module.params["supported_versions"]
+    supported = module.params["supported_versions"] or list(CHECKED_RELEASES)
 
     python, version, path = locate_letta(module, venv)
     result = dict(changed=False, path=path, letta_version=version, python=python)

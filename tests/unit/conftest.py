@@ -24,9 +24,10 @@ sys.path.insert(0, str(COLLECTIONS))
 
 from ansible.module_utils import basic  # noqa: E402
 from ansible.module_utils.testing import patch_module_args  # noqa: E402
+from ansible_collections.hybridstack.letta_livekit.plugins.module_utils.letta_message_patch import CHECKED_RELEASES  # noqa: E402
 from ansible_collections.hybridstack.letta_livekit.plugins.modules import letta_message_patch  # noqa: E402
 
-SUPPORTED = list(letta_message_patch.SUPPORTED_VERSIONS)
+SUPPORTED = list(CHECKED_RELEASES)
 CACHE = Path(os.environ.get("HYBRIDSTACK_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hybridstack")
 WHEELS = CACHE / "letta-wheels"
 MESSAGE = "letta/orm/message.py"

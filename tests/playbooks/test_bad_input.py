@@ -1,0 +1,137 @@
+"""Bad input is refused by site.yml, naming the variable, before any host is contacted.
+
+Every host of these inventories points at a loopback port where nothing
+listens. A host that was contacted shows up as UNREACHABLE, so a run that
+fails without that word changed no host: the refusal came from the
+validation pass, which reads variables only.
+"""
+import os
+import pathlib
+import subprocess
+
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+UNREACHABLE = {"ansible_host": "127.0.0.1", "ansible_port": 1}
+# A valid single-host stack (the layout of inventories/local).
+VALID = {
+    "postgresql_db_password": "Db-password-of-the-test",
+    "letta_db_password": "Db-password-of-the-test",
+    "livekit_api_key": "APItestkey",
+    "livekit_api_secret": "s" * 40,
+    "livekit_rtc_node_ip": "127.0.0.1",
+}
+
+
+def inventory(tmp_path, hosts):
+    """hosts: {name: (groups, vars)}."""
+    groups = {}
+    for name, (member_of, host_vars) in hosts.items():
+        for group in member_of:
+            groups.setdefault(group, {"hosts": {}})["hosts"][name] = host_vars
+    path = tmp_path / "hosts.yml"
+    path.write_text(yaml.safe_dump({"all": {"vars": UNREACHABLE, "children": groups}}))
+    return path
+
+
+def run_site(inventory_path, *extra):
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"))
+    result = subprocess.run(["ansible-playbook", "-i", str(inventory_path), str(ROOT / "playbooks" / "site.yml"), *extra],
+                            env=env, capture_output=True, text=True, check=False, timeout=300, cwd=ROOT)
+    return result.returncode, result.stdout + result.stderr
+
+
+def one_box(tmp_path, **overrides):
+    return inventory(tmp_path, {"box1": (["postgres", "letta", "livekit"], dict(VALID, **overrides))})
+
+
+def assert_refused_untouched(rc, out, *names):
+    assert rc != 0, out
+    assert "UNREACHABLE" not in out and "unreachable=1" not in out, "a host was contacted:\n" + out
+    failures = [line for line in out.splitlines() if "fatal:" in line or '"msg"' in line or "msg:" in line]
+    text = "\n".join(failures) or out
+    for name in names:
+        assert name in text, f"{name} not named in the failure:\n{out}"
+
+
+def test_the_valid_baseline_passes_validation(tmp_path):
+    rc, out = run_site(one_box(tmp_path))
+    # Validation passed, so the play went on to the host, which does not answer.
+    assert "UNREACHABLE" in out or "unreachable=1" in out, out
+
+
+BAD_INPUT = {
+    "letta port below 1024": ({"letta_port": 80}, ["letta_port"]),
+    "letta port above 65535": ({"letta_port": 70000}, ["letta_port"]),
+    "letta port taken by livekit on the same host": ({"letta_port": 7880}, ["letta_port", "livekit_port"]),
+    "postgresql port below 1024": ({"postgresql_port": 80}, ["postgresql_port"]),
+    "postgresql port taken by letta on the same host": ({"postgresql_port": 8283}, ["postgresql_port", "letta_port"]),
+    "postgresql listen address not an address": ({"postgresql_listen_addresses": ["db.example"]},
+                                                 ["postgresql_listen_addresses"]),
+    "postgresql identifier": ({"postgresql_db_name": "Letta DB"}, ["postgresql_db_name"]),
+    "postgresql role identifier": ({"postgresql_db_user": "letta;drop"}, ["postgresql_db_user"]),
+    "postgresql CIDR": ({"postgresql_hba_client_networks": ["10.0.0.0/33"]}, ["postgresql_hba_client_networks"]),
+    "postgresql password placeholder": ({"postgresql_db_password": "changeme"}, ["postgresql_db_password"]),
+    "letta password with whitespace": ({"letta_db_password": "two words"}, ["letta_db_password"]),
+    "letta short server password": ({"letta_server_password": "short"}, ["letta_server_password"]),
+    "letta env name": ({"letta_environment": {"BAD-NAME": "x"}}, ["letta_environment"]),
+    "letta env switches secure mode": ({"letta_environment": {"LETTA_SERVER_SECURE": "false"}},
+                                       ["letta_environment", "LETTA_SERVER_SECURE"]),
+    "letta env redirects the database": ({"letta_environment": {"LETTA_PG_URI": "postgresql://a:b@c/d"}},
+                                         ["letta_environment", "LETTA_PG_URI"]),
+    "letta not a server release": ({"letta_version": "0.34.1"}, ["letta_version"]),
+    "letta exposed without password": ({"letta_host": "0.0.0.0"}, ["letta_host", "letta_server_password"]),
+    "livekit short secret": ({"livekit_api_secret": "too-short"}, ["livekit_api_secret"]),
+    "livekit sha256 format": ({"livekit_archive_sha256": "abc123"}, ["livekit_archive_sha256"]),
+    "livekit external ip without stun": ({"livekit_rtc_use_external_ip": True, "livekit_rtc_node_ip": ""},
+                                         ["livekit_rtc_stun_servers"]),
+    "livekit turn without domain": ({"livekit_turn_enabled": True}, ["livekit_turn_domain"]),
+    "livekit ports overlap": ({"livekit_rtc_tcp_port": 7880}, ["livekit_rtc_tcp_port"]),
+    "agent worker url": ({"livekit_agents_worker_enabled": True, "livekit_agents_script_content": "pass",
+                          "livekit_agents_api_key": "APItestkey", "livekit_agents_api_secret": "s" * 40,
+                          "livekit_agents_url": "http://127.0.0.1:7880"}, ["livekit_agents_url"]),
+    "agent worker short secret": ({"livekit_agents_worker_enabled": True, "livekit_agents_script_content": "pass",
+                                   "livekit_agents_api_key": "APItestkey", "livekit_agents_api_secret": "short"},
+                                  ["livekit_agents_api_secret"]),
+    "agent health port taken by letta": ({"livekit_agents_worker_enabled": True, "livekit_agents_script_content": "pass",
+                                          "livekit_agents_api_key": "APItestkey", "livekit_agents_api_secret": "s" * 40,
+                                          "livekit_agents_health_port": 8283},
+                                         ["livekit_agents_health_port", "letta_port"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUT))
+def test_bad_input_is_refused_before_any_host_is_contacted(tmp_path, case):
+    overrides, names = BAD_INPUT[case]
+    rc, out = run_site(one_box(tmp_path, **overrides))
+    assert_refused_untouched(rc, out, *names)
+
+
+def test_unpinned_agents_lock_is_refused(tmp_path):
+    lock = tmp_path / "agents-lock.txt"
+    lock.write_text("livekit-agents>=1.0\n")
+    rc, out = run_site(one_box(tmp_path, livekit_agents_lock_file=str(lock)))
+    assert_refused_untouched(rc, out, "livekit_agents_lock_file")
+
+
+def test_a_bad_value_on_one_host_stops_every_host(tmp_path):
+    # db1 alone is wrong; app1 and media1 are valid and must not be contacted either.
+    hosts = {
+        "db1": (["postgres"], {"postgresql_db_password": VALID["postgresql_db_password"], "postgresql_port": 80}),
+        "app1": (["letta"], {"letta_db_password": VALID["letta_db_password"], "letta_db_host": "127.0.0.1"}),
+        "media1": (["livekit"], {k: VALID[k] for k in ("livekit_api_key", "livekit_api_secret", "livekit_rtc_node_ip")}),
+    }
+    rc, out = run_site(inventory(tmp_path, hosts))
+    assert_refused_untouched(rc, out, "postgresql_port")
+
+
+def test_the_example_inventory_passes_validation():
+    # Secrets as an operator's vault would give them; every connection goes to
+    # the closed loopback port, so nothing leaves this machine.
+    secrets = {"postgresql_db_password": "Db-password-of-the-test", "letta_db_password": "Db-password-of-the-test",
+               "letta_server_password": "Server-password-of-the-test", "livekit_api_key": "APItestkey",
+               "livekit_api_secret": "s" * 40, **UNREACHABLE}
+    rc, out = run_site(ROOT / "inventories" / "example" / "hosts.yml", "-e", yaml.safe_dump(secrets, default_flow_style=True))
+    assert "UNREACHABLE" in out or "unreachable=1" in out, out
