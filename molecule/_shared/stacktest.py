@@ -29,6 +29,7 @@ EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
 VARS = yaml.safe_load((SCENARIO / "inventory" / "group_vars" / "all.yml").read_text())
 # Molecule names the scenarios' single platform so (molecule/*/molecule.yml).
 BOX = "stack"
+BOX_DIR = Path(os.environ["HYBRIDSTACK_CACHE"]) / "boxes" / f"{os.environ['MOLECULE_SCENARIO_NAME']}-{BOX}"
 
 # python_venv's own uv, and the environment its tasks give it on the box.
 UV = "/opt/python-venv-tools/bin/uv"
@@ -91,7 +92,9 @@ def run_playbook(playbook, *args, extra_vars=(), operator_config=False, json_out
     """
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
     if operator_config:
+        # The operator's settings check host keys: this box's is in the file scripts/box wrote.
         env["ANSIBLE_CONFIG"] = str(PROJECT / "ansible.cfg")
+        env["ANSIBLE_SSH_COMMON_ARGS"] = f"-o UserKnownHostsFile={BOX_DIR / 'known_hosts'}"
     if json_output:
         # No callback besides the JSON one may write to stdout.
         env.pop("ANSIBLE_CALLBACKS_ENABLED", None)
@@ -111,10 +114,11 @@ def project_playbook(name):
 
 # --- HTTP ---------------------------------------------------------------------
 
-def http(method, url, body=None, timeout=60):
+def http(method, url, body=None, timeout=60, headers=None):
     """(status, body): JSON bodies parsed, others as text; status None when nothing answered."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             status, raw = response.status, response.read()
@@ -146,8 +150,10 @@ def wait_for(url, expected=200, seconds=60, interval=1):
 class Letta:
     """Letta's REST API the way a client uses it."""
 
-    def __init__(self, port, address="127.0.0.1"):
+    def __init__(self, port, address="127.0.0.1", password=None):
         self.url = f"http://{address}:{port}"
+        # Secure mode: every route but the health check wants the password as a bearer token.
+        self.headers = {"Authorization": f"Bearer {password}"} if password else {}
 
     def wait_healthy(self, seconds=180):
         return wait_for(self.url + "/v1/health/", seconds=seconds)
@@ -155,16 +161,19 @@ class Letta:
     def create_agent(self, name):
         """POST an agent that needs no model provider (roles/letta/files/offline-agent.json)."""
         body = json.loads((PROJECT / "roles" / "letta" / "files" / "offline-agent.json").read_text())
-        return http("POST", self.url + "/v1/agents/", dict(body, name=name))
+        return http("POST", self.url + "/v1/agents/", dict(body, name=name), headers=self.headers)
+
+    def agents(self):
+        return http("GET", self.url + "/v1/agents/", headers=self.headers)
 
     def messages(self, agent_id):
-        return http("GET", f"{self.url}/v1/agents/{agent_id}/messages")
+        return http("GET", f"{self.url}/v1/agents/{agent_id}/messages", headers=self.headers)
 
     def agent(self, agent_id):
-        return http("GET", f"{self.url}/v1/agents/{agent_id}")
+        return http("GET", f"{self.url}/v1/agents/{agent_id}", headers=self.headers)
 
     def delete_agent(self, agent_id):
-        return http("DELETE", f"{self.url}/v1/agents/{agent_id}")
+        return http("DELETE", f"{self.url}/v1/agents/{agent_id}", headers=self.headers)
 
 
 # --- PostgreSQL ---------------------------------------------------------------

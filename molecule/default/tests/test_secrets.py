@@ -1,0 +1,111 @@
+"""The leak hunt: every secret of the scenario is a unique random value, so any
+occurrence of one (as given, or percent-encoded as in a URI) is a leak.
+
+Runs after test_default.py. The order inside this file matters: the sampler
+stops before any test puts a secret on the box's command lines, and the
+journal is read before the file search writes its pattern file.
+"""
+import re
+import urllib.parse
+
+import pytest
+from stacktest import EPHEMERAL, VARS, Letta, LettaDatabase, wait_for
+
+SECRET_NAMES = ["postgresql_db_password", "letta_server_password", "letta_openai_api_key",
+                "letta_anthropic_api_key", "livekit_api_key", "livekit_api_secret"]
+SECRETS = {name: VARS[name] for name in SECRET_NAMES}
+SECRETS["agent environment"] = VARS["livekit_agents_environment"]["AGENT_TOKEN"]
+NEEDLES = {f"{name} ({form})": value for name, secret in SECRETS.items()
+           for form, value in (("as given", secret), ("in a URI", urllib.parse.quote(secret, safe="")))}
+UNITS = ["postgresql@17-main.service", "letta.service", "livekit-server.service", "livekit-agent.service"]
+
+
+def leaks(text):
+    return sorted(name for name, needle in NEEDLES.items() if needle in text)
+
+
+def test_the_secrets_are_distinct_enough_to_hunt():
+    assert len(set(SECRETS.values())) == len(SECRETS)
+    assert all(len(value) >= 12 for value in SECRETS.values())
+    assert "\\" in SECRETS["postgresql_db_password"] and all(c in SECRETS["postgresql_db_password"] for c in "+/=%@:")
+
+
+def test_playbook_output_at_vvvv_holds_no_secret():
+    log = (EPHEMERAL / "ansible-vvvv.log").read_text(errors="replace")
+    # The log really is -vvvv output of the converge and its re-run.
+    assert "ESTABLISH SSH CONNECTION" in log and "PUT " in log
+    assert log.count("PLAY RECAP") >= 3
+    assert leaks(log) == []
+
+
+def test_command_lines_during_the_converge_hold_no_secret(host):
+    host.run_expect([0], "systemctl stop cmdline-sampler.service")
+    sampled = host.file("/root/cmdlines.txt").content_string
+    # It watched the converge: the migration and the venv builds ran meanwhile.
+    assert "alembic" in sampled and "uv pip sync" in sampled, sampled[-2000:]
+    assert leaks(sampled) == []
+
+
+def test_letta_answers_with_the_server_password_only():
+    letta = Letta(VARS["letta_port"], password=VARS["letta_server_password"])
+    assert letta.wait_healthy()["status"] == "ok"
+    status, _ = Letta(VARS["letta_port"]).agents()
+    assert status == 401
+    status, agent = letta.create_agent("leak-hunt")
+    assert status == 200, agent
+    status, _ = letta.delete_agent(agent["id"])
+    assert status == 200
+
+
+def test_the_database_password_works_end_to_end():
+    database = LettaDatabase(VARS["postgresql_port"], VARS["postgresql_db_password"])
+    assert database.query("SELECT count(*) FROM alembic_version") == [(1,)]
+
+
+def test_the_journal_holds_no_secret_after_every_unit_restarts(host):
+    for unit in UNITS:
+        host.run_expect([0], f"systemctl restart {unit}")
+    Letta(VARS["letta_port"]).wait_healthy()
+    wait_for(f"http://127.0.0.1:{VARS['livekit_port']}/")
+    wait_for(f"http://127.0.0.1:{VARS['livekit_agents_health_port']}/")
+    # Every field of every entry, _CMDLINE included.
+    journal = host.run("journalctl --no-pager -o verbose").stdout
+    assert "Started letta.service" in journal or "letta.service" in journal
+    assert leaks(journal) == []
+
+
+def test_no_file_an_unprivileged_user_can_read_holds_a_secret(host):
+    # A world-readable canary proves the search reads what nobody can read.
+    canary = "leak-hunt-canary-3f9b2c"
+    host.run_expect([0], f"echo {canary} > /var/tmp/leak-hunt-canary && chmod 0644 /var/tmp/leak-hunt-canary")
+    patterns = "\n".join([*NEEDLES.values(), canary]) + "\n"
+    host.ansible("copy", {"content": patterns, "dest": "/root/leak-patterns", "mode": "0600"}, check=False)
+    # grep runs as nobody and reads the patterns from stdin, which root opened.
+    found = host.run("runuser -u nobody -- grep -rlsF -f - /etc /opt /var /usr /home /srv /tmp /run "
+                     "< /root/leak-patterns")
+    host.run_expect([0], "rm -f /root/leak-patterns /var/tmp/leak-hunt-canary")
+    assert found.stdout.split() == ["/var/tmp/leak-hunt-canary"], found.stdout
+
+
+@pytest.mark.parametrize("unit, limit", [("letta.service", 1.5), ("livekit-server.service", 1.5),
+                                         ("livekit-agent.service", 2.5)])
+def test_units_are_hardened(host, unit, limit):
+    out = host.run(f"systemd-analyze security --no-pager {unit}").stdout
+    level = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out)
+    assert level, out[-1500:]
+    assert float(level.group(1)) <= limit, out[-2500:]
+
+
+def test_nothing_listens_beyond_loopback(host):
+    # The box shares the runner's network namespace: only the stack's own units count.
+    pids = set()
+    for unit in UNITS:
+        cgroup = host.run(f"systemctl show -p ControlGroup --value {unit}").stdout.strip()
+        pids.update(host.run(f"cat /sys/fs/cgroup{cgroup}/cgroup.procs").stdout.split())
+    assert pids
+    listeners = host.run("ss -Hltnup").stdout.splitlines()
+    ours = [line for line in listeners if any(f"pid={pid}," in line for pid in pids)]
+    assert len(ours) >= 4, listeners
+    local = [line.split()[4] for line in ours]
+    beyond = [addr for addr in local if not (addr.startswith("127.") or addr.startswith("[::1]"))]
+    assert beyond == [], ours
