@@ -77,6 +77,7 @@ BAD_INPUT = {
     "postgresql CIDR": ({"postgresql_hba_client_networks": ["10.0.0.0/33"]}, ["postgresql_hba_client_networks"]),
     "postgresql password placeholder": ({"postgresql_db_password": "changeme"}, ["postgresql_db_password"]),
     "letta password with whitespace": ({"letta_db_password": "two words"}, ["letta_db_password"]),
+    "letta password its URI cannot carry": ({"letta_db_password": "Rotated+to/this="}, ["letta_db_password"]),
     "letta short server password": ({"letta_server_password": "short"}, ["letta_server_password"]),
     "letta env name": ({"letta_environment": {"BAD-NAME": "x"}}, ["letta_environment"]),
     "letta env switches secure mode": ({"letta_environment": {"LETTA_SERVER_SECURE": "false"}},

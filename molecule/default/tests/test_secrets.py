@@ -27,7 +27,7 @@ def leaks(text):
 def test_the_secrets_are_distinct_enough_to_hunt():
     assert len(set(SECRETS.values())) == len(SECRETS)
     assert all(len(value) >= 12 for value in SECRETS.values())
-    assert "\\" in SECRETS["postgresql_db_password"] and all(c in SECRETS["postgresql_db_password"] for c in "+/=%@:")
+    assert all(c in SECRETS["letta_server_password"] for c in '+/=%@:\\"$`')
 
 
 def test_playbook_output_at_vvvv_holds_no_secret():
