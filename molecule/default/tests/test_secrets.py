@@ -49,12 +49,12 @@ def test_command_lines_during_the_converge_hold_no_secret(host):
 def test_letta_answers_with_the_server_password_only():
     letta = Letta(VARS["letta_port"], password=VARS["letta_server_password"])
     assert letta.wait_healthy()["status"] == "ok"
-    status, _ = Letta(VARS["letta_port"]).agents()
-    assert status == 401
+    status, body = Letta(VARS["letta_port"]).agents()
+    assert status == 401, body
     status, agent = letta.create_agent("leak-hunt")
     assert status == 200, agent
-    status, _ = letta.delete_agent(agent["id"])
-    assert status == 200
+    status, body = letta.delete_agent(agent["id"])
+    assert status == 200, body
 
 
 def test_the_database_password_works_end_to_end():
