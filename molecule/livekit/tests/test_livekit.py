@@ -278,3 +278,34 @@ def test_offline_archive_installs_and_switching_back_is_one_variable(host):
     assert back.rc == 0, back.tail(3000)
     assert exe_of_server(host) == f"/opt/livekit/{VERSION}/livekit-server"
     assert get(URL + "/") == (200, "OK")
+
+
+def test_an_altered_binary_is_installed_again(host):
+    binary = f"/opt/livekit/{VERSION}/livekit-server"
+    recorded = host.file(binary + ".sha256").content_string.strip()
+    assert host.file(binary).sha256sum == recorded
+    size = host.file(binary).size
+    # What an interrupted unpack leaves: a shorter file under the right name
+    # (unlinked first: the running server keeps its own copy).
+    host.run_expect([0], f"cp {binary} /root/lk.bin && rm {binary} && head -c 1000000 /root/lk.bin > {binary}"
+                         f" && chmod 0755 {binary} && rm /root/lk.bin")
+    result = rerun()
+    assert result.rc == 0, result.tail(3000)
+    assert result.recap["changed"] >= 1
+    assert host.file(binary).size == size
+    assert host.file(binary).sha256sum == recorded
+    assert get(URL + "/") == (200, "OK")
+
+
+def test_a_disabled_worker_leaves_no_secret_behind(host):
+    try:
+        result = run_playbook("converge.yml", extra_vars=[{"livekit_agents_worker_enabled": False}], timeout=600)
+        assert result.rc == 0, result.tail(3000)
+        for path in ("/etc/livekit-agent/agent.env", "/etc/livekit-agent/agent.py",
+                     "/etc/systemd/system/livekit-agent.service"):
+            assert not host.file(path).exists, path
+        assert host.run("systemctl is-active livekit-agent.service").stdout.strip() != "active"
+    finally:
+        back = run_playbook("converge.yml", timeout=600)
+    assert back.rc == 0, back.tail(3000)
+    assert host.file("/etc/livekit-agent/agent.env").mode == 0o640
