@@ -74,9 +74,11 @@ class PlaybookRun:
         return read_recap(self.stdout)
 
     def task_results(self, task_name=None):
-        """Every host's result of every task (or of the task so named), in order."""
+        """Every host's result of every task (or of the task so named, a role's with or without its prefix)."""
+        def named(name):
+            return task_name is None or name == task_name or name.endswith(" : " + task_name)
         return [result for play in self.report["plays"] for task in play["tasks"]
-                if task_name in (None, task["task"]["name"]) for result in task["hosts"].values()]
+                if named(task["task"]["name"]) for result in task["hosts"].values()]
 
     def tail(self, chars=4000):
         return self.output[-chars:]
