@@ -1,4 +1,6 @@
 """site.yml on one box: the operator's checks, check mode, status and isolation."""
+import json
+
 import pytest
 from stacktest import VARS, project_playbook, run_playbook, unit_property, venv_distributions, wait_for
 
@@ -67,3 +69,28 @@ def test_status_fails_naming_what_stays_down(host):
         host.run_expect([0], f"rm -rf {dropin} && systemctl daemon-reload && systemctl start livekit-server.service")
     # The box shares the runner's network: its loopback answers here.
     wait_for(f"http://127.0.0.1:{VARS['livekit_port']}/", seconds=60)
+
+
+# What a run could change: files under /etc, /opt and /var/lib (but for the
+# data the running services write by themselves) and the units' states.
+FINGERPRINT = (
+    "find /etc /opt /var/lib -xdev \\( -path /var/lib/postgresql -o -path /var/lib/systemd -o -path /var/lib/letta/.letta"
+    " -o -path /var/lib/livekit-agent \\) -prune -o -printf '%p %s %m %U %G %T@\\n' | sort | sha256sum;"
+    " systemctl list-units --all --no-legend --plain | sort | sha256sum"
+)
+
+
+@pytest.mark.parametrize("override", [
+    {"letta_port": 80},
+    {"postgresql_port": 80},
+    {"postgresql_listen_addresses": ["db.example"]},
+    {"letta_environment": {"LETTA_SERVER_SECURE": "false"}},
+    {"letta_db_password": "Rotated+to/this="},
+])
+def test_bad_input_leaves_the_box_untouched(host, override):
+    before = host.run(FINGERPRINT).stdout
+    result = operator_playbook("site.yml", "-e", json.dumps(override))
+    assert result.rc != 0, result.tail()
+    assert next(iter(override)) in result.flat_output.split("fatal:", 1)[-1], result.tail()
+    assert result.recap["changed"] == 0
+    assert host.run(FINGERPRINT).stdout == before
