@@ -9,7 +9,7 @@ import re
 import urllib.parse
 
 import pytest
-from stacktest import EPHEMERAL, VARS, Letta, LettaDatabase, wait_for
+from stacktest import EPHEMERAL, VARS, Letta, LettaDatabase, run_playbook, wait_for
 
 SECRET_NAMES = ["postgresql_db_password", "letta_server_password", "letta_openai_api_key",
                 "letta_anthropic_api_key", "livekit_api_key", "livekit_api_secret"]
@@ -79,7 +79,7 @@ def test_no_file_an_unprivileged_user_can_read_holds_a_secret(host):
     canary = "leak-hunt-canary-3f9b2c"
     host.run_expect([0], f"echo {canary} > /var/tmp/leak-hunt-canary && chmod 0644 /var/tmp/leak-hunt-canary")
     patterns = "\n".join([*NEEDLES.values(), canary]) + "\n"
-    host.ansible("copy", {"content": patterns, "dest": "/root/leak-patterns", "mode": "0600"}, check=False)
+    run_playbook("leak-patterns.yml", extra_vars=[{"leak_patterns": patterns}])
     # grep runs as nobody and reads the patterns from stdin, which root opened.
     found = host.run("runuser -u nobody -- grep -rlsF -f - /etc /opt /var /usr /home /srv /tmp /run "
                      "< /root/leak-patterns")
@@ -98,11 +98,9 @@ def test_units_are_hardened(host, unit, limit):
 
 def test_nothing_listens_beyond_loopback(host):
     # The box shares the runner's network namespace: only the stack's own units count.
-    pids = set()
-    for unit in UNITS:
-        cgroup = host.run(f"systemctl show -p ControlGroup --value {unit}").stdout.strip()
-        pids.update(host.run(f"cat /sys/fs/cgroup{cgroup}/cgroup.procs").stdout.split())
-    assert pids
+    units = host.run("ps -e -o pid=,unit=").stdout.split("\n")
+    pids = {line.split()[0] for line in units if len(line.split()) == 2 and line.split()[1] in UNITS}
+    assert len(pids) >= len(UNITS), units
     listeners = host.run("ss -Hltnup").stdout.splitlines()
     ours = [line for line in listeners if any(f"pid={pid}," in line for pid in pids)]
     assert len(ours) >= 4, listeners
