@@ -65,7 +65,7 @@ def test_uv_is_installed_only_from_a_wheel_with_a_known_hash(host):
     # The same install with one wrong hash is refused by pip: the hashes are enforced.
     wrong = "uv==" + requirement.split("==", 1)[1].split()[0] + " --hash=sha256:" + "0" * 64
     result = host.run(f"printf '%s\\n' '{wrong}' > /root/uv-wrong.txt && /opt/python-venv-tools/bin/python -m pip "
-                      "install --disable-pip-version-check --require-hashes --only-binary :all: --dry-run "
+                      "install --disable-pip-version-check --require-hashes --only-binary :all: --dry-run --ignore-installed "
                       "-r /root/uv-wrong.txt; rc=$?; rm -f /root/uv-wrong.txt; exit $rc")
     assert result.rc != 0
     assert "DO NOT MATCH THE HASHES" in result.stderr + result.stdout
