@@ -138,3 +138,23 @@ def test_the_example_inventory_passes_validation():
                "livekit_api_secret": "s" * 40, **UNREACHABLE}
     rc, out = run_site(ROOT / "inventories" / "example" / "hosts.yml", "-e", yaml.safe_dump(secrets, default_flow_style=True))
     assert "UNREACHABLE" in out or "unreachable=1" in out, out
+
+
+def test_a_host_that_is_not_debian_13_is_named_before_any_change(tmp_path):
+    # This runner, reached with a local connection and in check mode (so even a
+    # passing check could change nothing here).
+    release = dict(line.split("=", 1) for line in pathlib.Path("/etc/os-release").read_text().split("\n") if "=" in line)
+    found = f"{release['ID'].strip(chr(34)).capitalize()} {release['VERSION_ID'].strip(chr(34))}"
+    hosts = {"runner": (["postgres", "letta", "livekit"], dict(VALID, ansible_connection="local",
+                                                          ansible_python_interpreter="{{ ansible_playbook_python }}"))}
+    path = tmp_path / "hosts.yml"
+    path.write_text(yaml.safe_dump({"all": {"children": {g: {"hosts": {n: v for n, (gs, v) in hosts.items() if g in gs}}
+                                                          for g in ("postgres", "letta", "livekit")}}}))
+    rc, out = run_site(path, "--check")
+    flat = " ".join(out.split())
+    if found == "Debian 13":
+        assert "is Debian" not in flat, out
+    else:
+        assert rc != 0, out
+        assert f"runner is {found}" in flat and "supports Debian 13 booted with systemd" in flat, out
+        assert "TASK [hybridstack.letta_livekit.postgresql : Install" not in out
