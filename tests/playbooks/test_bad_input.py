@@ -145,11 +145,10 @@ def test_a_host_that_is_not_debian_13_is_named_before_any_change(tmp_path):
     # passing check could change nothing here).
     release = dict(line.split("=", 1) for line in pathlib.Path("/etc/os-release").read_text().split("\n") if "=" in line)
     found = f"{release['ID'].strip(chr(34)).capitalize()} {release['VERSION_ID'].strip(chr(34))}"
-    hosts = {"runner": (["postgres", "letta", "livekit"], dict(VALID, ansible_connection="local",
-                                                          ansible_python_interpreter="{{ ansible_playbook_python }}"))}
+    local = dict(VALID, ansible_connection="local", ansible_python_interpreter="{{ ansible_playbook_python }}")
+    groups = {group: {"hosts": {"runner": local}} for group in ("postgres", "letta", "livekit")}
     path = tmp_path / "hosts.yml"
-    path.write_text(yaml.safe_dump({"all": {"children": {g: {"hosts": {n: v for n, (gs, v) in hosts.items() if g in gs}}
-                                                          for g in ("postgres", "letta", "livekit")}}}))
+    path.write_text(yaml.safe_dump({"all": {"children": groups}}))
     rc, out = run_site(path, "--check")
     flat = " ".join(out.split())
     if found == "Debian 13":
