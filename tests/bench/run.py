@@ -165,7 +165,7 @@ def recap(output):
 
 def profile_top(output):
     """profile_tasks' closing list: '<task> ---- 1.23s'."""
-    rows = re.findall(r"^(.+?) -{3,} (\d+\.\d+)s$", output.split("PLAY RECAP")[-1], re.M)
+    rows = re.findall(r"^(.+?) -+ (\d+\.\d+)s$", output.split("PLAY RECAP")[-1], re.M)
     return [{"task": task.strip(), "s": float(secs)} for task, secs in rows][:10]
 
 
@@ -298,9 +298,10 @@ def main():
                     report["stack"] = stack(args.runs, workdir, mirror)
             finally:
                 mirror.stop()
-                logs = HERE / "results" / "last-logs"
+                logs = CACHE / "bench-logs"
                 shutil.rmtree(logs, ignore_errors=True)
                 shutil.copytree(workdir, logs, ignore=shutil.ignore_patterns("secrets.yml", "mirror*"))
+                print(f"bench: the runs' output is in {logs}", file=sys.stderr)
     output = args.output or HERE / "results" / f"{now:%Y%m%dT%H%M%SZ}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")
