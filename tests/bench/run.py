@@ -20,6 +20,7 @@ import os
 import pathlib
 import platform
 import re
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -123,7 +124,6 @@ def write_inventory(box, path):
 
 
 def write_secrets(path):
-    import secrets  # pylint: disable=import-outside-toplevel
     password = secrets.token_urlsafe(24)
     path.write_text(f"postgresql_db_password: {password}\nletta_db_password: {password}\n"
                     f"livekit_api_key: API{secrets.token_hex(6)}\n"
@@ -142,11 +142,10 @@ class Stack:
         self.extra = ["-e", f"@{VALUES}", "-e", f"@{workdir / 'secrets.yml'}",
                       "-e", f"livekit_download_base_url={mirror.base_url}"]
 
-    def play(self, playbook, *args, profile=False):
-        env = dict(os.environ, ANSIBLE_FORCE_COLOR="0")
-        if profile:
-            env["ANSIBLE_CALLBACKS_ENABLED"] = "ansible.posix.profile_tasks"
-            env["PROFILE_TASKS_TASK_OUTPUT_LIMIT"] = "10"
+    def play(self, playbook, *args):
+        # profile_tasks' own cost is a few milliseconds per task.
+        env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks",
+                   PROFILE_TASKS_TASK_OUTPUT_LIMIT="10")
         argv = ["ansible-playbook", "-i", str(ROOT / "inventories" / "local"), "-i", str(self.inventory),
                 str(ROOT / "playbooks" / playbook), *self.extra, *args]
         elapsed, result = timed(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -177,16 +176,17 @@ def stack(runs, workdir, mirror):
         converge = Stack(workdir, mirror, box)
         elapsed, output = converge.play("site.yml")
         fresh.append(elapsed)
+        fresh_top = profile_top(output)
         print(f"bench: fresh converge {i + 1}/{runs}: {elapsed:.1f} s {recap(output)}", file=sys.stderr)
         if i < runs - 1:
             destroy_box("bench-stack")
-    report = {"fresh_converge_s": summary(fresh)}
+    report = {"fresh_converge_s": summary(fresh), "fresh_profile_top10": fresh_top}
     try:
         for key, playbook, args in (("noop_s", "site.yml", ()), ("check_s", "site.yml", ("--check",)),
                                     ("patch_s", "patch.yml", ())):
             samples, last = [], ""
             for _ in range(runs):
-                elapsed, last = converge.play(playbook, *args, profile=key == "noop_s")
+                elapsed, last = converge.play(playbook, *args)
                 samples.append(elapsed)
             report[key] = summary(samples) | recap(last)
             if key == "noop_s":
@@ -259,6 +259,9 @@ def table(report):
     for what, figures, goal in rows:
         if figures:
             lines.append(f"| {what:<45} | {figures['min']:>6} | {figures['median']:>6} | {goal:<16} |")
+    if "fresh_profile_top10" in stack_report:
+        lines.append("\nfresh converge, slowest tasks (profile_tasks, last run):")
+        lines += [f"  {row['s']:6.2f} s  {row['task']}" for row in stack_report["fresh_profile_top10"]]
     if "noop_s" in stack_report:
         lines.append(f"\nno-op re-run: {stack_report['noop_tasks']} tasks, changed={stack_report['noop_s']['changed']}; "
                      "slowest (profile_tasks):")
@@ -305,8 +308,10 @@ def main():
     output = args.output or HERE / "results" / f"{now:%Y%m%dT%H%M%SZ}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")
-    print(table(report))
-    print(f"\nreport: {output}")
+    text = f"make bench on {report['machine']['host']} ({report['machine']['cpus']} CPUs), {report['machine']['date']}\n\n{table(report)}\n"
+    output.with_suffix(".txt").write_text(text)
+    print(text)
+    print(f"report: {output} and {output.with_suffix('.txt').name}")
     return 0
 
 
