@@ -185,7 +185,7 @@ def stack(runs, workdir, mirror):
         for key, playbook, args in (("noop_s", "site.yml", ()), ("check_s", "site.yml", ("--check",)),
                                     ("patch_s", "patch.yml", ())):
             samples, last = [], ""
-            for _ in range(runs):
+            for _run in range(runs):
                 elapsed, last = converge.play(playbook, *args)
                 samples.append(elapsed)
             report[key] = summary(samples) | recap(last)
