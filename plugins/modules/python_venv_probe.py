@@ -15,8 +15,9 @@ short_description: Read in one round trip what building a venv needs to know
 version_added: 0.1.0
 description:
   - Answers, without changing anything, the questions the P(hybridstack.letta_livekit.python_venv#role) role
-    would otherwise ask in one task each: is the base interpreter there, does the venv exist and what does it
-    have installed, which uv the tools venv holds, and the content, owner and mode of the files the role manages.
+    would otherwise ask in one task each. Is the base interpreter there? Does the venv exist, and what does it
+    have installed? Which uv does the tools venv hold? What content, owner and mode do the files the role
+    manages have?
   - The role then runs only the steps whose answer says they are needed, so a converged host costs one probe
     and one C(uv pip sync).
 author:
@@ -92,7 +93,7 @@ uv_version:
   description: Version printed by the tools venv's uv; V(null) when it is missing or does not run.
   returned: always
   type: str
-  sample: 0.13.8
+  sample: "0.9.5"
 paths:
   description:
     - State of each of O(paths), keyed by the path as given.
@@ -164,7 +165,7 @@ def path_state(path):
 
 
 def parse_uv_version(output):
-    """'uv 0.13.8' or 'uv 0.13.8 (abc 2025-01-01)' -> '0.13.8'; anything else -> None."""
+    """'uv 0.9.5' or 'uv 0.9.5 (abc 2025-01-01)' -> '0.9.5'; anything else -> None."""
     words = output.split()
     if len(words) >= 2 and words[0] == "uv":
         return words[1]

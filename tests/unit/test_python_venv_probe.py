@@ -88,9 +88,9 @@ def test_interpreter_without_execute_permission_is_not_usable(tmp_path):
 
 
 @pytest.mark.parametrize("output, status, expected", [
-    ("uv 0.13.8\n", 0, "0.13.8"),
-    ("uv 0.13.9 (4c0a5bd 2025-10-01)\n", 0, "0.13.9"),
-    ("uv 0.13.8\n", 1, None),
+    ("uv 0.9.5\n", 0, "0.9.5"),
+    ("uv 0.9.6 (4c0a5bd 2025-10-01)\n", 0, "0.9.6"),
+    ("uv 0.9.5\n", 1, None),
     ("something else\n", 0, None),
 ])
 def test_uv_version_of_the_tools_venv(tmp_path, output, status, expected):
