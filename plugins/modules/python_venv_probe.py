@@ -48,6 +48,7 @@ attributes:
     description: The module only reads.
   diff_mode:
     support: none
+    description: Nothing changes, so there is nothing to show.
 notes:
   - The package list comes from the venv's own interpreter run isolated (C(-I)), so nothing from the current
     directory or the user's site leaks into it.
