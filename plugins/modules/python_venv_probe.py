@@ -42,6 +42,11 @@ options:
     type: list
     elements: path
     default: []
+  record:
+    description:
+      - A JSON file an earlier run wrote, returned as RV(record) so the caller can compare it with RV(packages)
+        and RV(environment).
+    type: path
 attributes:
   check_mode:
     support: full
@@ -85,6 +90,19 @@ packages:
   returned: always
   type: dict
   sample: {"idna": "3.10", "six": "1.17.0"}
+environment:
+  description:
+    - What the venv's interpreter reports for the values PEP 508 markers test (implementation, OS, platform,
+      Python version); empty when the venv does not exist.
+    - Opaque, but equal between two runs exactly when none of those values changed.
+  returned: always
+  type: dict
+  sample: {"os_name": "posix", "sys_platform": "linux", "python": ["CPython", "3.13.5"]}
+record:
+  description: Content of O(record) when it holds a JSON object, else V(null).
+  returned: always
+  type: dict
+  sample: {"lock": "0cf99eb565c4500535a68de7c4548d6dbe9eb533", "packages": {"six": "1.17.0"}}
 tools_venv_exists:
   description: Whether the tools venv's C(bin/python) exists; V(false) when O(tools_venv) is not given.
   returned: always
@@ -122,12 +140,23 @@ import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
 
-# Names normalised as PEP 503 does, so callers look packages up one way.
-LIST_PACKAGES = (
-    "import importlib.metadata as m, json, re\n"
-    "print(json.dumps({re.sub(r'[-_.]+', '-', d.metadata['Name']).lower(): d.version"
-    " for d in m.distributions()}))\n"
-)
+# Names normalised as PEP 503 does, so callers look packages up one way. The
+# environment holds every value PEP 508 markers can test, so a record of a sync
+# goes stale when the interpreter, the kernel or the machine changes.
+LIST_PACKAGES = """
+import importlib.metadata, json, os, platform, re, sys
+print(json.dumps({
+    "packages": {re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower(): d.version
+                 for d in importlib.metadata.distributions()},
+    "environment": {
+        "implementation": [sys.implementation.name, list(sys.implementation.version)],
+        "os_name": os.name,
+        "sys_platform": sys.platform,
+        "platform": list(platform.uname()[:5]),
+        "python": [platform.python_implementation(), platform.python_version()],
+    },
+}))
+"""
 
 
 def is_executable(path):
@@ -184,11 +213,22 @@ def uv_version(uv):
 
 
 def installed_packages(venv_python):
-    """(packages, error): the venv's distributions, or why they could not be read."""
+    """(packages, environment, error): the venv's distributions and marker environment, or why not."""
     done = subprocess.run([venv_python, "-I", "-c", LIST_PACKAGES], capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        return None, done.stderr.strip() or "exit status %d" % done.returncode
-    return json.loads(done.stdout), None
+        return None, None, done.stderr.strip() or "exit status %d" % done.returncode
+    listing = json.loads(done.stdout)
+    return listing["packages"], listing["environment"], None
+
+
+def read_record(path):
+    """The JSON object a previous run left at path; None when there is none or it is not one."""
+    try:
+        with open(path) as handle:
+            record = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def main():
@@ -198,6 +238,7 @@ def main():
             python=dict(type="path"),
             tools_venv=dict(type="path"),
             paths=dict(type="list", elements="path", default=[]),
+            record=dict(type="path"),
         ),
         supports_check_mode=True,
     )
@@ -208,15 +249,17 @@ def main():
         python_usable=is_executable(module.params["python"]),
         venv_exists=os.path.exists(venv_python),
         packages={},
+        environment={},
+        record=read_record(module.params["record"]) if module.params["record"] else None,
         tools_venv_exists=bool(tools_venv) and os.path.exists(os.path.join(tools_venv, "bin", "python")),
         uv_version=uv_version(os.path.join(tools_venv, "bin", "uv")) if tools_venv else None,
         paths=dict((path, path_state(path)) for path in module.params["paths"]),
     )
     if result["venv_exists"]:
-        packages, error = installed_packages(venv_python)
+        packages, environment, error = installed_packages(venv_python)
         if error:
             module.fail_json(msg="%s could not list its packages: %s" % (venv_python, error), **result)
-        result["packages"] = packages
+        result.update(packages=packages, environment=environment)
     module.exit_json(**result)
 
 

@@ -6,6 +6,7 @@ import grp
 import hashlib
 import json
 import os
+import platform
 import pwd
 import subprocess
 import sys
@@ -137,3 +138,24 @@ def test_venv_whose_interpreter_fails_is_a_failure(tmp_path):
     result = probe(venv=str(broken))
     assert result["failed"] is True
     assert "could not list its packages" in result["msg"] and "base interpreter gone" in result["msg"]
+
+
+def test_environment_is_the_venv_interpreters(venv, tmp_path):
+    environment = probe(venv=str(venv))["environment"]
+    assert environment["python"] == [platform.python_implementation(), platform.python_version()]
+    assert environment["sys_platform"] == sys.platform
+    assert environment["platform"][4] == platform.machine()
+    assert probe(venv=str(tmp_path / "nothing"))["environment"] == {}
+
+
+@pytest.mark.parametrize("content, expected", [
+    ('{"lock": "abc", "packages": {"six": "1.17.0"}}', {"lock": "abc", "packages": {"six": "1.17.0"}}),
+    ('["not", "an", "object"]', None),
+    ("{truncated", None),
+    (None, None),
+])
+def test_record_is_returned_only_when_it_is_a_json_object(tmp_path, content, expected):
+    record = tmp_path / "record.json"
+    if content is not None:
+        record.write_text(content)
+    assert probe(venv=str(tmp_path / "venv"), record=str(record))["record"] == expected
