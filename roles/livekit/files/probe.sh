@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # What a converged host already has, read in one remote call so that the
 # tasks after it run only where something differs. Prints tab-separated
 # "name<TAB>value" lines; nothing is printed for what is missing.
@@ -39,14 +40,14 @@ if [ -f "$sysctl_file" ]; then
 fi
 for path in "$@"; do
   if [ -L "$path" ]; then
-    kind=link
+    kind='link'
   elif [ -d "$path" ]; then
-    kind=directory
+    kind='directory'
   elif [ -f "$path" ]; then
-    kind=file
+    kind='file'
     echo "sha1 $path${tab}$(sha1sum <"$path" | cut -d' ' -f1)"
   elif [ -e "$path" ]; then
-    kind=other
+    kind='other'
   else
     continue
   fi
