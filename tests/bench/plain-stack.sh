@@ -53,7 +53,13 @@ install -d -m 0750 -g letta /etc/letta
 chgrp letta /etc/letta/letta.env
 (cd "/opt/letta/src/letta-$LETTA_VERSION" && set -a && . /etc/letta/letta.env && set +a \
   && runuser -u letta -- env LETTA_PG_URI="$LETTA_PG_URI" HOME=/var/lib/letta /opt/letta/venv/bin/alembic upgrade head >/dev/null 2>&1)
-cat >/etc/systemd/system/letta.service <<EOF
+# A unit from stdin, started now and at boot.
+run_unit() {
+  cat >"/etc/systemd/system/$1"
+  systemctl daemon-reload
+  systemctl enable -q --now "$1"
+}
+run_unit letta.service <<EOF
 [Unit]
 After=network-online.target postgresql.service
 [Service]
@@ -66,8 +72,6 @@ Restart=always
 [Install]
 WantedBy=multi-user.target
 EOF
-systemctl daemon-reload
-systemctl enable -q --now letta.service
 
 # Letta starts in the background (about 20 s) while LiveKit goes in.
 useradd --system --no-create-home --shell /usr/sbin/nologin livekit
@@ -95,7 +99,7 @@ EOF
 chgrp livekit /etc/livekit/livekit.yaml
 printf 'net.core.rmem_max = 16777216\nnet.core.wmem_max = 16777216\n' >/etc/sysctl.d/60-livekit.conf
 sysctl -q -p /etc/sysctl.d/60-livekit.conf || true
-cat >/etc/systemd/system/livekit.service <<EOF
+run_unit livekit.service <<EOF
 [Service]
 User=livekit
 ExecStart=/opt/livekit/current/livekit-server --config /etc/livekit/livekit.yaml
@@ -103,8 +107,6 @@ Restart=always
 [Install]
 WantedBy=multi-user.target
 EOF
-systemctl daemon-reload
-systemctl enable -q --now livekit.service
 
 mkdir -p /opt/livekit-agents
 $uv venv -q --python /usr/bin/python3 /opt/livekit-agents/venv
