@@ -37,7 +37,7 @@ def test_services_run_as_their_own_users(host):
 
 def test_venvs_are_isolated(host):
     agent_packages = set(venv_distributions(host, "/opt/livekit-agents/venv"))
-    letta_packages = set(venv_distributions(host, "/opt/letta/venv"))
+    letta_packages = set(venv_distributions(host, "/opt/letta/current/venv"))
     assert "letta" in letta_packages and "livekit-agents" in agent_packages
     assert not {p for p in letta_packages if p.startswith("livekit")}
     assert not {p for p in agent_packages if p.startswith("letta")}

@@ -41,19 +41,19 @@ def test_process_runs_as_letta_from_its_own_venv(host):
     pid = unit_property(host, "letta.service", "MainPID")
     assert host.run(f"stat -c %U /proc/{pid}").stdout.strip() == "letta"
     cmdline = host.file(f"/proc/{pid}/cmdline").content_string.replace("\0", " ")
-    assert "/opt/letta/venv/" in cmdline
+    assert f"/opt/letta/{VERSION}/venv/" in cmdline
 
 
 def test_venv_matches_the_lock_and_is_root_owned(host):
-    venv = host.file("/opt/letta/venv")
+    venv = host.file(f"/opt/letta/{VERSION}/venv")
     assert venv.user == "root" and venv.mode & 0o002 == 0
-    assert host.file("/opt/letta/venv.lock.txt").contains(f"^letta=={VERSION}")
-    freeze = host.run(f"{UV} pip list --python /opt/letta/venv/bin/python --format json")
+    assert host.file(f"/opt/letta/{VERSION}/venv.lock.txt").contains(f"^letta=={VERSION}")
+    freeze = host.run(f"{UV} pip list --python /opt/letta/{VERSION}/venv/bin/python --format json")
     installed = {p["name"].lower(): p["version"] for p in json.loads(freeze.stdout)}
     assert installed["letta"] == VERSION
     # Pinned by the lock derived from upstream's uv.lock; an unpinned resolve gets a pydantic Letta cannot import.
     assert installed["pydantic"] == "2.11.7"
-    audit = host.run(f"{UV_ENV} {UV} pip sync --dry-run --python /opt/letta/venv/bin/python /opt/letta/venv.lock.txt")
+    audit = host.run(f"{UV_ENV} {UV} pip sync --dry-run --python /opt/letta/{VERSION}/venv/bin/python /opt/letta/{VERSION}/venv.lock.txt")
     assert audit.rc == 0, audit.stderr
     assert "Would install" not in audit.stderr and "Would uninstall" not in audit.stderr
 
@@ -87,7 +87,7 @@ def test_password_is_stored_as_scram(host):
 def test_database_owned_by_letta_and_schema_at_head(host):
     assert query("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'letta'") == [("letta",)]
     assert query("SELECT count(*) FROM alembic_version")[0][0] == 1
-    heads = host.run("cd /var/lib/letta/src/letta-%s && /opt/letta/venv/bin/alembic heads" % VERSION)
+    heads = host.run("cd /var/lib/letta/src/letta-%s && /opt/letta/current/venv/bin/alembic heads" % VERSION)
     assert heads.rc == 0, heads.stderr
     assert query("SELECT version_num FROM alembic_version")[0][0] in heads.stdout
 

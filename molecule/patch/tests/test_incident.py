@@ -19,7 +19,7 @@ from stacktest import SCENARIO, UV, UV_ENV, VARS, Letta, LettaDatabase, project_
 LETTA = Letta(VARS["scenario_letta_port"])
 DATABASE = LettaDatabase(VARS["scenario_postgresql_port"], VARS["scenario_db_password"])
 VERSION = VARS["scenario_letta_version"]
-VENV = "/opt/letta/venv"
+VENV = "/opt/letta/current/venv"
 UNIT = "letta.service"
 # systemd's catalog id of "Started <unit>" (one per successful start job).
 UNIT_STARTED = "39f53479d3a045ac8e11786248231fbf"
