@@ -160,10 +160,10 @@ class Letta:
     def wait_healthy(self, seconds=180):
         return wait_for(self.url + "/v1/health/", seconds=seconds)
 
-    def create_agent(self, name):
-        """POST an agent that needs no model provider (roles/letta/files/offline-agent.json)."""
+    def create_agent(self, name, **fields):
+        """POST an agent that needs no model provider (roles/letta/files/offline-agent.json), with `fields` added."""
         body = json.loads((PROJECT / "roles" / "letta" / "files" / "offline-agent.json").read_text())
-        return http("POST", self.url + "/v1/agents/", dict(body, name=name), headers=self.headers)
+        return http("POST", self.url + "/v1/agents/", dict(body, name=name, **fields), headers=self.headers)
 
     def agents(self):
         return http("GET", self.url + "/v1/agents/", headers=self.headers)
@@ -200,6 +200,23 @@ class LettaDatabase:
 
 def unit_property(host, unit, name):
     return host.run(f"systemctl show -p {name} --value {unit}").stdout.strip()
+
+
+# systemd's catalog id of "Started <unit>" (one per successful start job).
+UNIT_STARTED = "39f53479d3a045ac8e11786248231fbf"
+
+
+def journal_cursor(host):
+    """Where the box's journal ends now."""
+    out = host.check_output("journalctl -q -n 0 --show-cursor")
+    return re.search(r"-- cursor: (\S+)", out).group(1)
+
+
+def unit_starts_since(host, unit, cursor):
+    """How many times systemd started `unit` after `cursor`."""
+    out = host.check_output("journalctl -q -o json --after-cursor='%s' UNIT=%s MESSAGE_ID=%s"
+                            % (cursor, unit, UNIT_STARTED))
+    return len([line for line in out.splitlines() if line.strip()])
 
 
 def venv_distributions(host, venv):

@@ -11,18 +11,16 @@ box's loopback ports.
 """
 
 import base64
-import re
 
 import pytest
-from stacktest import SCENARIO, UV, UV_ENV, VARS, Letta, LettaDatabase, project_playbook, run_playbook
+from stacktest import (SCENARIO, UV, UV_ENV, VARS, Letta, LettaDatabase, journal_cursor, project_playbook, run_playbook,
+                       unit_starts_since)
 
 LETTA = Letta(VARS["scenario_letta_port"])
 DATABASE = LettaDatabase(VARS["scenario_postgresql_port"], VARS["scenario_db_password"])
 VERSION = VARS["scenario_letta_version"]
 VENV = "/opt/letta/current/venv"
 UNIT = "letta.service"
-# systemd's catalog id of "Started <unit>" (one per successful start job).
-UNIT_STARTED = "39f53479d3a045ac8e11786248231fbf"
 
 
 def sequence_table():
@@ -35,15 +33,8 @@ def unit(host):
     return dict(line.split("=", 1) for line in shown.splitlines())
 
 
-def journal_cursor(host):
-    out = host.check_output("journalctl -q -n 0 --show-cursor")
-    return re.search(r"-- cursor: (\S+)", out).group(1)
-
-
 def starts_since(host, cursor):
-    out = host.check_output("journalctl -q -o json --after-cursor='%s' UNIT=%s MESSAGE_ID=%s"
-                            % (cursor, UNIT, UNIT_STARTED))
-    return len([line for line in out.splitlines() if line.strip()])
+    return unit_starts_since(host, UNIT, cursor)
 
 
 def message_py(host):

@@ -1,0 +1,184 @@
+"""Letta upgraded in place by site.yml, 0.14.0 -> 0.15.1 -> 0.16.8, without losing data.
+
+The tests run in file order and each moves the box one step: data written
+under 0.14.0, each upgrade (one restart, a backup before it, the old release
+kept, the patch on the new venv, then changed=0 and a clean check mode), a
+migration made to fail and rolled back, a downgrade refused untouched, and a
+reboot. Clients run here on the runner against the box's loopback ports.
+"""
+import json
+
+import pytest
+from stacktest import (VARS, Letta, LettaDatabase, journal_cursor, project_playbook, restart_box, run_playbook,
+                       unit_starts_since, wait_for)
+
+LETTA = Letta(VARS["letta_port"], password=VARS["letta_server_password"])
+DATABASE = LettaDatabase(VARS["postgresql_port"], VARS["postgresql_db_password"])
+FIRST, (MIDDLE, LAST) = VARS["letta_version"], VARS["scenario_upgrade_path"]
+STANZA = "letta"
+# Made to fail by the test below: 0.16.8's migration 9fa274fb0b83 updates
+# agents after an earlier one of the same run committed.
+TRAP = "upgrade_scenario_refuses_updates"
+
+
+def site(*args, version=None):
+    extra = [{"letta_version": version}] if version else []
+    return run_playbook(project_playbook("site.yml"), *args, extra_vars=extra)
+
+
+def snapshot():
+    """Every agent's name, memory blocks and messages as the REST API reads them back."""
+    status, agents = LETTA.agents()
+    assert status == 200, agents
+    shot = {}
+    for listed in agents:
+        status, agent = LETTA.agent(listed["id"])
+        assert status == 200, agent
+        status, messages = LETTA.messages(agent["id"])
+        assert status == 200, messages
+        blocks = agent.get("memory", {}).get("blocks") or agent.get("blocks") or []
+        shot[agent["id"]] = {
+            "name": agent["name"],
+            "blocks": sorted((block["label"], block["value"]) for block in blocks),
+            "messages": [(message["id"], message.get("message_type"), json.dumps(message.get("content"), sort_keys=True))
+                         for message in messages],
+        }
+    return shot
+
+
+def backups(host):
+    out = host.check_output(f"runuser -u postgres -- pgbackrest --stanza={STANZA} --output=json info")
+    return json.loads(out)[0]["backup"]
+
+
+def alembic_revision():
+    return DATABASE.query("SELECT version_num FROM alembic_version")[0][0]
+
+
+def current_release(host):
+    return host.check_output("readlink /opt/letta/current").rsplit("/", 1)[-1]
+
+
+def fingerprint(host):
+    """What a refused run must leave as it was: links, unit, config, records, schema, process."""
+    files = host.check_output(
+        "ls -l --time-style=+%s /opt/letta /var/lib/letta; sha256sum /etc/letta/letta.env /etc/systemd/system/letta.service "
+        "/var/lib/letta/schema-applied /var/lib/letta/pre-migration-backups; systemctl show -p MainPID --value letta.service")
+    return files, alembic_revision()
+
+
+@pytest.fixture(scope="module")
+def state():
+    """What one step leaves for the next."""
+    return {}
+
+
+def test_01_data_written_under_the_first_release(state):
+    assert LETTA.wait_healthy()["version"] == FIRST
+    for name in ("upgrade-alice", "upgrade-bob"):
+        status, agent = LETTA.create_agent(
+            name, memory_blocks=[{"label": "human", "value": f"{name} likes backups"},
+                                 {"label": "persona", "value": f"{name}'s careful assistant"}],
+            initial_message_sequence=[{"role": "user", "content": f"remember {name}'s first words"}])
+        assert status == 200, agent
+    state["data"] = snapshot()
+    assert len(state["data"]) == 2
+    assert all(len(agent["messages"]) >= 2 and len(agent["blocks"]) == 2 for agent in state["data"].values())
+
+
+def upgrade_step(host, state, version):
+    """site.yml with the next release: done, healthy, one restart, the data unchanged."""
+    before = journal_cursor(host)
+    backups_before = len(backups(host))
+    previous = current_release(host)
+    run = site(version=version)
+    assert run.rc == 0, run.tail(6000)
+    assert LETTA.wait_healthy()["version"] == version
+    assert unit_starts_since(host, "letta.service", before) == 1
+    assert snapshot() == state["data"]
+    assert current_release(host) == version
+    # The previous release stays whole for a rollback.
+    assert host.file(f"/opt/letta/{previous}/venv/bin/letta").exists
+    taken = backups(host)
+    assert len(taken) == backups_before + 1
+    assert taken[-1]["annotation"]["letta-upgrade"] == f"{previous} to {version}"
+    assert host.file("/var/lib/letta/pre-migration-backups").contains(f"^{previous} {version} {taken[-1]['label']}$")
+    # The patch module, asked about the new venv, has nothing left to do.
+    patch = run_playbook(project_playbook("patch.yml"), "--check", json_output=True)
+    assert patch.rc == 0, patch.tail()
+    result = patch.task_results("Make message.py match letta_patch_state")
+    assert len(result) == 1, patch.tail()
+    assert not result[0]["changed"] and result[0]["status_before"] == "patched", result
+    assert result[0]["letta_version"] == version and result[0]["python"] == "/opt/letta/current/venv/bin/python", result
+
+
+def test_02_upgrade_to_the_runbook_release(host, state):
+    upgrade_step(host, state, MIDDLE)
+
+
+def test_03_converged_again_changes_nothing():
+    run = site(version=MIDDLE)
+    assert run.rc == 0 and run.recap["changed"] == 0, run.tail()
+    check = site("--check", version=MIDDLE)
+    assert check.rc == 0 and check.recap["changed"] == 0 and check.recap["failed"] == 0, check.tail()
+
+
+def test_04_a_failed_migration_rolls_everything_back(host, state):
+    with DATABASE.connect() as connection, connection.cursor() as cursor:
+        cursor.execute(f"CREATE FUNCTION {TRAP}() RETURNS trigger LANGUAGE plpgsql AS "
+                       f"$$BEGIN RAISE EXCEPTION 'injected by the upgrade scenario'; END$$")
+        cursor.execute(f"CREATE TRIGGER {TRAP} BEFORE UPDATE ON agents FOR EACH STATEMENT EXECUTE FUNCTION {TRAP}()")
+    revision = alembic_revision()
+    run = site(version=LAST)
+    assert run.rc != 0
+    text = run.flat_output
+    assert f"Upgrading Letta {MIDDLE} to {LAST} failed and was rolled back" in text, run.tail(6000)
+    assert "alembic upgrade head failed" in text and "injected by the upgrade scenario" in text, run.tail(6000)
+    assert "the database was restored from pgBackRest backup" in text, run.tail(6000)
+    assert LETTA.wait_healthy()["version"] == MIDDLE
+    assert current_release(host) == MIDDLE
+    assert alembic_revision() == revision
+    assert snapshot() == state["data"]
+    state["trap_survived"] = DATABASE.query("SELECT count(*) FROM pg_trigger WHERE tgname = %s", (TRAP,))[0][0]
+
+
+def test_05_the_rerun_completes_once_the_cause_is_gone(host, state):
+    assert state.get("trap_survived") == 1
+    with DATABASE.connect() as connection, connection.cursor() as cursor:
+        cursor.execute(f"DROP TRIGGER {TRAP} ON agents")
+        cursor.execute(f"DROP FUNCTION {TRAP}()")
+    upgrade_step(host, state, LAST)
+    assert alembic_revision() == "1c28e167b74f"
+
+
+def test_06_converged_again_changes_nothing():
+    run = site(version=LAST)
+    assert run.rc == 0 and run.recap["changed"] == 0, run.tail()
+    check = site("--check", version=LAST)
+    assert check.rc == 0 and check.recap["changed"] == 0 and check.recap["failed"] == 0, check.tail()
+
+
+def test_07_a_downgrade_is_refused_before_anything_changes(host):
+    before = fingerprint(host)
+    run = site(version=MIDDLE)
+    assert run.rc != 0
+    text = run.flat_output
+    assert f"letta_version {MIDDLE} is older than the running Letta {LAST}" in text, run.tail()
+    label = host.check_output("awk '$1 == \"%s\" {print $3}' /var/lib/letta/pre-migration-backups" % MIDDLE).split()[-1]
+    assert f"postgresql_backup_restore_set={label}" in text, run.tail()
+    assert run.recap["changed"] == 0
+    assert fingerprint(host) == before
+    assert LETTA.wait_healthy()["version"] == LAST
+
+
+def test_08_after_a_reboot_everything_is_back_by_itself(host, state):
+    restart_box()
+    for unit in ("postgresql.service", "letta.service", "livekit-server.service"):
+        assert host.run(f"systemctl is-enabled {unit}").stdout.strip() == "enabled"
+    assert LETTA.wait_healthy(seconds=240)["version"] == LAST
+    wait_for(f"http://127.0.0.1:{VARS['livekit_port']}/", seconds=60)
+    assert DATABASE.query("SELECT 1") == [(1,)]
+    assert snapshot() == state["data"]
+    timers = host.check_output("systemctl list-timers --all --no-legend --output=json")
+    scheduled = {timer["unit"]: timer for timer in json.loads(timers) if "pgbackrest" in timer["unit"]}
+    assert len(scheduled) >= 2 and all(timer["next"] for timer in scheduled.values()), timers
