@@ -198,6 +198,23 @@ class LettaDatabase:
 
 # --- the box ------------------------------------------------------------------
 
+def restart_box(name=None):
+    """Power a box off and boot the same tree (scripts/box restart); returns when
+    SSH answers again. name: the box as scripts/box names it, this scenario's by default."""
+    name = name or BOX_DIR.name
+    result = subprocess.run([str(PROJECT / "scripts" / "box"), "restart", name],
+                            capture_output=True, text=True, check=False, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    answer = subprocess.run([str(PROJECT / "scripts" / "box"), "ssh", name, "true"],
+                            capture_output=True, text=True, check=False, timeout=60)
+    assert answer.returncode == 0, f"box {name} restarted but SSH does not answer: {answer.stderr}"
+    return result.stderr
+
+
+def boot_id(host):
+    return host.file("/proc/sys/kernel/random/boot_id").content_string.strip()
+
+
 def unit_property(host, unit, name):
     return host.run(f"systemctl show -p {name} --value {unit}").stdout.strip()
 
