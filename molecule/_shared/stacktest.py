@@ -31,6 +31,9 @@ VARS = yaml.safe_load((SCENARIO / "inventory" / "group_vars" / "all.yml").read_t
 BOX = "stack"
 BOX_DIR = Path(os.environ["HYBRIDSTACK_CACHE"]) / "boxes" / f"{os.environ['MOLECULE_SCENARIO_NAME']}-{BOX}"
 
+# The long-running units site.yml puts on one box.
+STACK_UNITS = ["postgresql@17-main.service", "letta.service", "livekit-server.service", "livekit-agent.service"]
+
 # python_venv's own uv, and the environment its tasks give it on the box.
 UV = "/opt/python-venv-tools/bin/uv"
 UV_ENV = "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt UV_CACHE_DIR=/var/cache/python-venv/uv"
