@@ -31,6 +31,9 @@ VARS = yaml.safe_load((SCENARIO / "inventory" / "group_vars" / "all.yml").read_t
 BOX = "stack"
 BOX_DIR = Path(os.environ["HYBRIDSTACK_CACHE"]) / "boxes" / f"{os.environ['MOLECULE_SCENARIO_NAME']}-{BOX}"
 
+# The long-running units site.yml puts on one box.
+STACK_UNITS = ["postgresql@17-main.service", "letta.service", "livekit-server.service", "livekit-agent.service"]
+
 # python_venv's own uv, and the environment its tasks give it on the box.
 UV = "/opt/python-venv-tools/bin/uv"
 UV_ENV = "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt UV_CACHE_DIR=/var/cache/python-venv/uv"
@@ -197,6 +200,23 @@ class LettaDatabase:
 
 
 # --- the box ------------------------------------------------------------------
+
+def restart_box(name=None):
+    """Power a box off and boot the same tree (scripts/box restart); returns when
+    SSH answers again. name: the box as scripts/box names it, this scenario's by default."""
+    name = name or BOX_DIR.name
+    result = subprocess.run([str(PROJECT / "scripts" / "box"), "restart", name],
+                            capture_output=True, text=True, check=False, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    answer = subprocess.run([str(PROJECT / "scripts" / "box"), "ssh", name, "true"],
+                            capture_output=True, text=True, check=False, timeout=60)
+    assert answer.returncode == 0, f"box {name} restarted but SSH does not answer: {answer.stderr}"
+    return result.stderr
+
+
+def boot_id(host):
+    return host.file("/proc/sys/kernel/random/boot_id").content_string.strip()
+
 
 def unit_property(host, unit, name):
     return host.run(f"systemctl show -p {name} --value {unit}").stdout.strip()

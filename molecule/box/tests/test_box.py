@@ -1,5 +1,16 @@
-"""The box is a real Debian host: systemd is PID 1, units run, apt works."""
-from stacktest import VARS
+"""The box is a real Debian host: systemd is PID 1, units run, apt works, and
+it survives a reboot like one."""
+import json
+import os
+import secrets
+from pathlib import Path
+
+from stacktest import VARS, boot_id, restart_box
+
+CACHE = Path(os.environ["HYBRIDSTACK_CACHE"])
+# The download caches molecule/_shared/create.yml binds into every box.
+CACHE_BINDS = {CACHE / "box-apt-archives": "/var/cache/apt/archives",
+               CACHE / "box-uv": "/var/cache/python-venv/uv"}
 
 
 def test_systemd_is_pid_1(host):
@@ -29,3 +40,29 @@ def test_apt_installs_another_package(host):
     assert result.rc == 0, result.stderr
     assert host.package("sl").is_installed
     assert host.file("/usr/games/sl").mode & 0o111
+
+
+def test_restart_boots_the_same_tree_with_its_binds(host):
+    probe = host.service(VARS["box_probe_unit"])
+    assert probe.is_enabled and probe.is_running
+    token = secrets.token_hex(8)
+    host.run_expect([0], f"echo {token} > /root/written-before-restart")
+    booted_before = boot_id(host)
+
+    restart_box()
+
+    assert boot_id(host) != booted_before
+    # Nothing started it: enabled before, so the boot did.
+    assert host.service(VARS["box_probe_unit"]).is_running
+    assert host.file("/root/written-before-restart").content_string.strip() == token
+    for host_dir, box_dir in CACHE_BINDS.items():
+        # A file the runner writes now shows through: the same folder is bound again.
+        marker = host_dir / f"restart-probe-{token}"
+        marker.write_text(token)
+        try:
+            assert host.file(f"{box_dir}/{marker.name}").content_string.strip() == token
+        finally:
+            marker.unlink()
+    previous_boot = host.run("journalctl -b -1 -n 1 -o json --no-pager")
+    assert previous_boot.rc == 0, previous_boot.stderr
+    assert json.loads(previous_boot.stdout)["_BOOT_ID"] == booted_before.replace("-", "")

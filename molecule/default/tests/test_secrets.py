@@ -11,7 +11,7 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-from stacktest import BOX_DIR, EPHEMERAL, VARS, Letta, LettaDatabase, run_playbook, wait_for
+from stacktest import BOX_DIR, EPHEMERAL, STACK_UNITS, VARS, Letta, LettaDatabase, run_playbook, wait_for
 
 SECRET_NAMES = ["postgresql_db_password", "letta_server_password", "letta_openai_api_key",
                 "letta_anthropic_api_key", "livekit_api_key", "livekit_api_secret"]
@@ -19,7 +19,6 @@ SECRETS = {name: VARS[name] for name in SECRET_NAMES}
 SECRETS["agent environment"] = VARS["livekit_agents_environment"]["AGENT_TOKEN"]
 NEEDLES = {f"{name} ({form})": value for name, secret in SECRETS.items()
            for form, value in (("as given", secret), ("in a URI", urllib.parse.quote(secret, safe="")))}
-UNITS = ["postgresql@17-main.service", "letta.service", "livekit-server.service", "livekit-agent.service"]
 
 
 def leaks(text, needles=None):
@@ -65,7 +64,7 @@ def test_the_database_password_works_end_to_end():
 
 
 def test_the_journal_holds_no_secret_after_every_unit_restarts(host):
-    for unit in UNITS:
+    for unit in STACK_UNITS:
         host.run_expect([0], f"systemctl restart {unit}")
     Letta(VARS["letta_port"]).wait_healthy()
     wait_for(f"http://127.0.0.1:{VARS['livekit_port']}/")
@@ -123,11 +122,11 @@ def test_nothing_listens_beyond_loopback():
     for proc in Path("/proc").iterdir():
         try:
             cgroups = (proc / "cgroup").read_text().split() if proc.name.isdigit() else []
-            if any(line.endswith("/" + unit) for line in cgroups for unit in UNITS) and box_descendant(proc.name, box_pid):
+            if any(line.endswith("/" + unit) for line in cgroups for unit in STACK_UNITS) and box_descendant(proc.name, box_pid):
                 ours.add(proc.name)
         except OSError:
             continue
-    assert len(ours) >= len(UNITS)
+    assert len(ours) >= len(STACK_UNITS)
     listeners = subprocess.run(["ss", "-Hltnup"], capture_output=True, text=True, check=True).stdout.splitlines()
     stack = [line for line in listeners if any(f"pid={pid}," in line for pid in ours)]
     assert len(stack) >= 5, listeners  # PostgreSQL, Letta, LiveKit API + media, the worker's health
