@@ -6,13 +6,14 @@ The tests run in file order: each builds on the state the one before left
 fresh box). `fresh` is never converged before its restore.
 """
 import json
+import os
 import time
 import uuid
 
 import pytest
 import testinfra
 import yaml
-from stacktest import EPHEMERAL, SCENARIO, VARS, Letta, LettaDatabase, project_playbook, run_playbook, unit_property
+from stacktest import SCENARIO, VARS, Letta, LettaDatabase, project_playbook, run_playbook, unit_property
 
 testinfra_hosts = ["stack"]
 
@@ -28,7 +29,7 @@ TIMERS = ["pgbackrest-backup-full.timer", "pgbackrest-backup-diff.timer"]
 
 
 def fresh_host():
-    return testinfra.get_host("ansible://fresh", ansible_inventory=str(EPHEMERAL / "inventory"))
+    return testinfra.get_host("ansible://fresh", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
 
 
 def info(host):
