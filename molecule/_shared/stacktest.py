@@ -202,8 +202,9 @@ class LettaDatabase:
 # --- the box ------------------------------------------------------------------
 
 def restart_box(name=None):
-    """Power a box off and boot the same tree (scripts/box restart); returns when
-    SSH answers again. name: the box as scripts/box names it, this scenario's by default."""
+    """Power a box off and boot the same tree (scripts/box restart); returns, once
+    SSH answers again, what the script said on stderr (whether it had to kill).
+    name: the box as scripts/box names it, this scenario's by default."""
     name = name or BOX_DIR.name
     result = subprocess.run([str(PROJECT / "scripts" / "box"), "restart", name],
                             capture_output=True, text=True, check=False, timeout=600)
