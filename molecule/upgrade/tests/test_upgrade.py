@@ -5,6 +5,8 @@ under 0.14.0, each upgrade (one restart, a backup before it, the old release
 kept, the patch on the new venv, then changed=0 and a clean check mode), a
 migration made to fail and rolled back, a downgrade refused untouched, and a
 reboot. Clients run here on the runner against the box's loopback ports.
+Every test takes `host`: pytest groups the tests of a parametrized fixture
+together, and the order here is the story.
 """
 import json
 
@@ -73,7 +75,7 @@ def state():
     return {}
 
 
-def test_01_data_written_under_the_first_release(state):
+def test_01_data_written_under_the_first_release(host, state):  # pylint: disable=unused-argument
     assert LETTA.wait_healthy()["version"] == FIRST
     for name in ("upgrade-alice", "upgrade-bob"):
         status, agent = LETTA.create_agent(
@@ -116,7 +118,7 @@ def test_02_upgrade_to_the_runbook_release(host, state):
     upgrade_step(host, state, MIDDLE)
 
 
-def test_03_converged_again_changes_nothing():
+def test_03_converged_again_changes_nothing(host):  # pylint: disable=unused-argument
     run = site(version=MIDDLE)
     assert run.rc == 0 and run.recap["changed"] == 0, run.tail()
     check = site("--check", version=MIDDLE)
@@ -151,7 +153,7 @@ def test_05_the_rerun_completes_once_the_cause_is_gone(host, state):
     assert alembic_revision() == "1c28e167b74f"
 
 
-def test_06_converged_again_changes_nothing():
+def test_06_converged_again_changes_nothing(host):  # pylint: disable=unused-argument
     run = site(version=LAST)
     assert run.rc == 0 and run.recap["changed"] == 0, run.tail()
     check = site("--check", version=LAST)
