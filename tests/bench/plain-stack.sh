@@ -14,11 +14,17 @@ export UV_CACHE_DIR=/var/cache/python-venv/uv SSL_CERT_FILE=/etc/ssl/certs/ca-ce
        UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1 UV_LINK_MODE=copy
 
 apt-get update -qq
-apt-get install -y -qq postgresql-17 postgresql-17-pgvector python3-psycopg2 acl \
+apt-get install -y -qq postgresql-17 postgresql-17-pgvector python3-psycopg2 acl pgbackrest \
   gcc python3-dev libpq-dev python3-pip python3-venv python3-packaging >/dev/null
 
 sed -i "s/^#\?port = .*/port = $PG_PORT/; s/^#\?listen_addresses = .*/listen_addresses = '127.0.0.1'/" \
   /etc/postgresql/17/main/postgresql.conf
+printf "archive_mode = on\narchive_command = 'pgbackrest --stanza=letta archive-push %%p'\n" \
+  >/etc/postgresql/17/main/conf.d/60-pgbackrest-archive.conf
+install -d -o postgres -g postgres -m 0750 /etc/pgbackrest
+(umask 027; printf '[global]\nrepo1-path=/var/lib/pgbackrest\nrepo1-retention-full=2\nstart-fast=y\n[letta]\npg1-path=/var/lib/postgresql/17/main\npg1-port=%s\n' \
+  "$PG_PORT" >/etc/pgbackrest/pgbackrest.conf)
+chown postgres:postgres /etc/pgbackrest/pgbackrest.conf
 systemctl restart postgresql@17-main
 su postgres -c "psql -q -p $PG_PORT" <<SQL
 CREATE ROLE letta LOGIN PASSWORD '$PG_PASSWORD';
@@ -26,6 +32,7 @@ CREATE DATABASE letta OWNER letta;
 \c letta
 CREATE EXTENSION vector;
 SQL
+runuser -u postgres -- pgbackrest --stanza=letta stanza-create
 
 python3 -m venv /opt/python-venv-tools
 hashes=$(sed -n '/^_python_venv_uv_wheel_sha256:/,/^[^ ]/s/^ *- \([0-9a-f]\{64\}\)$/ --hash=sha256:\1/p' vars-python_venv.yml | tr -d '\n')
@@ -35,10 +42,11 @@ echo "uv==0.13.8$hashes" >/opt/python-venv-tools/uv-requirement.txt
 uv=/opt/python-venv-tools/bin/uv
 
 useradd --system --home-dir /var/lib/letta --create-home --shell /usr/sbin/nologin letta
-mkdir -p /opt/letta /opt/letta/src
-$uv venv -q --python /usr/bin/python3 /opt/letta/venv
-$uv pip sync -q --python /opt/letta/venv/bin/python --require-hashes "locks/letta-$LETTA_VERSION.txt"
-message_py=$(echo /opt/letta/venv/lib/python3*/site-packages/letta/orm/message.py)
+mkdir -p "/opt/letta/$LETTA_VERSION" /opt/letta/src
+$uv venv -q --python /usr/bin/python3 "/opt/letta/$LETTA_VERSION/venv"
+ln -sfn "/opt/letta/$LETTA_VERSION" /opt/letta/current
+$uv pip sync -q --python /opt/letta/current/venv/bin/python --require-hashes "locks/letta-$LETTA_VERSION.txt"
+message_py=$(echo /opt/letta/current/venv/lib/python3*/site-packages/letta/orm/message.py)
 sed -i 's/INSERT OR IGNORE INTO message_sequence (id, next_val) SELECT 1, COALESCE(MAX(sequence_id), 0) + 1 FROM messages/INSERT INTO message_sequence (id, next_val) SELECT 1, COALESCE(MAX(sequence_id), 0) + 1 FROM messages WHERE true ON CONFLICT (id) DO NOTHING/; s/database_engine is DatabaseChoice/database_engine == DatabaseChoice/' \
   "$message_py"
 
@@ -52,7 +60,7 @@ install -d -m 0750 -g letta /etc/letta
 (umask 027; printf 'LETTA_PG_URI="postgresql://letta:%s@127.0.0.1:%s/letta"\n' "$PG_PASSWORD" "$PG_PORT" >/etc/letta/letta.env)
 chgrp letta /etc/letta/letta.env
 (cd "/opt/letta/src/letta-$LETTA_VERSION" && set -a && . /etc/letta/letta.env && set +a \
-  && runuser -u letta -- env LETTA_PG_URI="$LETTA_PG_URI" HOME=/var/lib/letta /opt/letta/venv/bin/alembic upgrade head >/dev/null 2>&1)
+  && runuser -u letta -- env LETTA_PG_URI="$LETTA_PG_URI" HOME=/var/lib/letta /opt/letta/current/venv/bin/alembic upgrade head >/dev/null 2>&1)
 # A unit from stdin, started now and at boot.
 run_unit() {
   cat >"/etc/systemd/system/$1"
@@ -67,11 +75,24 @@ User=letta
 EnvironmentFile=/etc/letta/letta.env
 Environment=HOME=/var/lib/letta
 WorkingDirectory=/var/lib/letta
-ExecStart=/opt/letta/venv/bin/letta server --host 127.0.0.1 --port $LETTA_PORT
+ExecStart=/opt/letta/current/venv/bin/letta server --host 127.0.0.1 --port $LETTA_PORT
 Restart=always
 [Install]
 WantedBy=multi-user.target
 EOF
+
+cat >/etc/systemd/system/pgbackrest-backup@.service <<EOF
+[Service]
+Type=oneshot
+User=postgres
+ExecStart=/usr/bin/pgbackrest --stanza=letta --type=%i backup
+EOF
+for kind in full diff; do
+  printf '[Timer]\nOnCalendar=Sun *-*-* 01:00:00\nPersistent=true\nUnit=pgbackrest-backup@%s.service\n[Install]\nWantedBy=timers.target\n' \
+    "$kind" >"/etc/systemd/system/pgbackrest-backup-$kind.timer"
+done
+systemctl daemon-reload
+systemctl enable -q --now pgbackrest-backup-full.timer pgbackrest-backup-diff.timer
 
 # Letta starts in the background (about 20 s) while LiveKit goes in.
 useradd --system --no-create-home --shell /usr/sbin/nologin livekit

@@ -127,7 +127,8 @@ def write_secrets(path):
     password = secrets.token_urlsafe(24)
     path.write_text(f"postgresql_db_password: {password}\nletta_db_password: {password}\n"
                     f"livekit_api_key: API{secrets.token_hex(6)}\n"
-                    f"livekit_api_secret: {secrets.token_urlsafe(36)}\n")
+                    f"livekit_api_secret: {secrets.token_urlsafe(36)}\n"
+                    f"letta_encryption_key: {secrets.token_urlsafe(32)}\n")
     path.chmod(0o600)
     return path
 
