@@ -13,7 +13,7 @@ import uuid
 import pytest
 import testinfra
 import yaml
-from stacktest import SCENARIO, VARS, Letta, LettaDatabase, project_playbook, run_playbook, unit_property
+from stacktest import EPHEMERAL, SCENARIO, VARS, Letta, LettaDatabase, project_playbook, run_playbook, unit_property
 
 testinfra_hosts = ["stack"]
 
@@ -66,6 +66,23 @@ def create_agent(letta, prefix):
     status, agent = letta.create_agent(f"{prefix}-{uuid.uuid4().hex[:8]}")
     assert status == 200, agent
     return agent
+
+
+def test_check_mode_on_the_converged_box_changes_nothing():
+    run = run_playbook("converge.yml", "--check", "--diff")
+    assert run.rc == 0, run.tail()
+    assert run.recap["failed"] == 0 and run.recap["changed"] == 0, run.tail()
+    for key in ("server.key", "client.key"):
+        secret_lines = [line for line in (EPHEMERAL / "tls" / key).read_text().splitlines() if "-----" not in line]
+        assert not any(line in run.output for line in secret_lines), f"{key} in the output"
+
+
+def test_status_and_verify_report_the_backups():
+    verify = run_playbook(project_playbook("verify.yml"))
+    assert verify.rc == 0, verify.tail()
+    status = run_playbook(project_playbook("status.yml"))
+    assert status.rc == 0, status.tail()
+    assert f"pgbackrest stanza {STANZA}: check ok, timers active" in status.flat_output, status.tail()
 
 
 def test_config_is_postgres_only(host):
@@ -144,7 +161,6 @@ def test_restore_without_a_backup_is_refused(host):
 
 @pytest.mark.parametrize("overrides, names", [
     ({"postgresql_backup_full_schedule": "Sun *-*-* 25:00"}, ["postgresql_backup_full_schedule"]),
-    ({"postgresql_backup_diff_schedule": "2020-01-01"}, ["postgresql_backup_diff_schedule", "never"]),
     ({"postgresql_backup_repo_type": "s3", "postgresql_backup_s3_bucket": "b", "postgresql_backup_s3_endpoint": "e",
       "postgresql_backup_s3_region": "r"}, ["postgresql_backup_s3_key", "postgresql_backup_s3_key_secret"]),
 ])
