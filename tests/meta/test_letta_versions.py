@@ -58,6 +58,12 @@ def test_every_place_lists_the_same_releases():
     assert disagreements(ROOT) == {}
 
 
+def test_every_release_has_its_alembic_head():
+    heads = yaml.safe_load((ROOT / LETTA_VARS).read_text())["_letta_alembic_heads"]
+    assert set(heads) == version_sources(ROOT)[LETTA_VARS]
+    assert all(re.fullmatch(r"[0-9a-f]{12}", head) for head in heads.values())
+
+
 def test_the_role_passes_its_releases_down_to_the_patch_role():
     # letta_patch lists none of its own: the letta role hands it the releases it has locks for.
     assert version_sources(ROOT)[PATCH_DEFAULTS] == set()

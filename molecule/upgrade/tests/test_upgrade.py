@@ -1,4 +1,4 @@
-"""Letta upgraded in place by site.yml, 0.14.0 -> 0.15.1 -> 0.16.8, without losing data.
+"""Letta upgraded in place by site.yml through every supported release, without losing data.
 
 The tests run in file order and each moves the box one step: data written
 under 0.14.0, each upgrade (one restart, a backup before it, the old release
@@ -11,12 +11,18 @@ together, and the order here is the story.
 import json
 
 import pytest
-from stacktest import (VARS, Letta, LettaDatabase, journal_cursor, project_playbook, restart_box, run_playbook,
+import yaml
+from stacktest import (PROJECT, VARS, Letta, LettaDatabase, journal_cursor, project_playbook, restart_box, run_playbook,
                        unit_starts_since, wait_for)
 
 LETTA = Letta(VARS["letta_port"], password=VARS["letta_server_password"])
 DATABASE = LettaDatabase(VARS["postgresql_port"], VARS["postgresql_db_password"])
-FIRST, (MIDDLE, LAST) = VARS["letta_version"], VARS["scenario_upgrade_path"]
+# Every release the collection supports, oldest first (roles/letta/vars/main.yml
+# names them); the scenario converges the oldest and upgrades through the rest.
+RELEASES = sorted(yaml.safe_load((PROJECT / "roles" / "letta" / "vars" / "main.yml").read_text())["_letta_sdist_sha256"],
+                  key=lambda release: tuple(int(part) for part in release.split(".")))
+FIRST, MIDDLE, LAST = RELEASES
+assert VARS["letta_version"] == FIRST
 STANZA = "letta"
 # Made to fail by the test below: 0.16.8's migration 9fa274fb0b83 updates
 # agents after an earlier one of the same run committed.
@@ -150,7 +156,8 @@ def test_05_the_rerun_completes_once_the_cause_is_gone(host, state):
         cursor.execute(f"DROP TRIGGER {TRAP} ON agents")
         cursor.execute(f"DROP FUNCTION {TRAP}()")
     upgrade_step(host, state, LAST)
-    assert alembic_revision() == "1c28e167b74f"
+    assert alembic_revision() == yaml.safe_load(
+        (PROJECT / "roles" / "letta" / "vars" / "main.yml").read_text())["_letta_alembic_heads"][LAST]
 
 
 def test_06_converged_again_changes_nothing(host):  # pylint: disable=unused-argument
