@@ -180,6 +180,25 @@ class Letta:
     def delete_agent(self, agent_id):
         return http("DELETE", f"{self.url}/v1/agents/{agent_id}", headers=self.headers)
 
+    def snapshot(self):
+        """Every agent's name, memory blocks and messages as the API reads them back, by agent id."""
+        status, agents = self.agents()
+        assert status == 200, agents
+        shot = {}
+        for listed in agents:
+            status, agent = self.agent(listed["id"])
+            assert status == 200, agent
+            status, messages = self.messages(agent["id"])
+            assert status == 200, messages
+            blocks = agent.get("memory", {}).get("blocks") or agent.get("blocks") or []
+            shot[agent["id"]] = {
+                "name": agent["name"],
+                "blocks": sorted((block["label"], block["value"]) for block in blocks),
+                "messages": [(message["id"], message.get("message_type"),
+                              json.dumps(message.get("content"), sort_keys=True)) for message in messages],
+            }
+        return shot
+
 
 # --- PostgreSQL ---------------------------------------------------------------
 

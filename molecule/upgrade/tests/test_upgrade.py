@@ -34,26 +34,6 @@ def site(*args, version=None):
     return run_playbook(project_playbook("site.yml"), *args, extra_vars=extra)
 
 
-def snapshot():
-    """Every agent's name, memory blocks and messages as the REST API reads them back."""
-    status, agents = LETTA.agents()
-    assert status == 200, agents
-    shot = {}
-    for listed in agents:
-        status, agent = LETTA.agent(listed["id"])
-        assert status == 200, agent
-        status, messages = LETTA.messages(agent["id"])
-        assert status == 200, messages
-        blocks = agent.get("memory", {}).get("blocks") or agent.get("blocks") or []
-        shot[agent["id"]] = {
-            "name": agent["name"],
-            "blocks": sorted((block["label"], block["value"]) for block in blocks),
-            "messages": [(message["id"], message.get("message_type"), json.dumps(message.get("content"), sort_keys=True))
-                         for message in messages],
-        }
-    return shot
-
-
 def backups(host):
     out = host.check_output(f"runuser -u postgres -- pgbackrest --stanza={STANZA} --output=json info")
     return json.loads(out)[0]["backup"]
@@ -89,7 +69,7 @@ def test_01_data_written_under_the_first_release(host, state):  # pylint: disabl
                                  {"label": "persona", "value": f"{name}'s careful assistant"}],
             initial_message_sequence=[{"role": "user", "content": f"remember {name}'s first words"}])
         assert status == 200, agent
-    state["data"] = snapshot()
+    state["data"] = LETTA.snapshot()
     assert len(state["data"]) == 2
     assert all(len(agent["messages"]) >= 2 and len(agent["blocks"]) == 2 for agent in state["data"].values())
 
@@ -103,7 +83,7 @@ def upgrade_step(host, state, version):
     assert run.rc == 0, run.tail(6000)
     assert LETTA.wait_healthy()["version"] == version
     assert unit_starts_since(host, "letta.service", before) == 1
-    assert snapshot() == state["data"]
+    assert LETTA.snapshot() == state["data"]
     assert current_release(host) == version
     # The previous release stays whole for a rollback.
     assert host.file(f"/opt/letta/{previous}/venv/bin/letta").exists
@@ -146,7 +126,7 @@ def test_04_a_failed_migration_rolls_everything_back(host, state):
     assert LETTA.wait_healthy()["version"] == MIDDLE
     assert current_release(host) == MIDDLE
     assert alembic_revision() == revision
-    assert snapshot() == state["data"]
+    assert LETTA.snapshot() == state["data"]
     state["trap_survived"] = DATABASE.query("SELECT count(*) FROM pg_trigger WHERE tgname = %s", (TRAP,))[0][0]
 
 
@@ -187,7 +167,7 @@ def test_08_after_a_reboot_everything_is_back_by_itself(host, state):
     assert LETTA.wait_healthy(seconds=240)["version"] == LAST
     wait_for(f"http://127.0.0.1:{VARS['livekit_port']}/", seconds=60)
     assert DATABASE.query("SELECT 1") == [(1,)]
-    assert snapshot() == state["data"]
+    assert LETTA.snapshot() == state["data"]
     timers = host.check_output("systemctl list-timers --all --no-legend --output=json")
     scheduled = {timer["unit"]: timer for timer in json.loads(timers) if "pgbackrest" in timer["unit"]}
     assert len(scheduled) >= 2 and all(timer["next"] for timer in scheduled.values()), timers
