@@ -77,6 +77,8 @@ BAD_INPUT = {
     "postgresql CIDR": ({"postgresql_hba_client_networks": ["10.0.0.0/33"]}, ["postgresql_hba_client_networks"]),
     "postgresql password placeholder": ({"postgresql_db_password": "changeme"}, ["postgresql_db_password"]),
     "letta password with whitespace": ({"letta_db_password": "two words"}, ["letta_db_password"]),
+    "letta encryption key too short": ({"letta_encryption_key": "Short-key-42"}, ["letta_encryption_key"]),
+    "letta encryption key placeholder": ({"letta_encryption_key": "changeme"}, ["letta_encryption_key"]),
     "letta password its URI cannot carry": ({"letta_db_password": "Rotated+to/this="}, ["letta_db_password"]),
     "letta short server password": ({"letta_server_password": "short"}, ["letta_server_password"]),
     "letta env name": ({"letta_environment": {"BAD-NAME": "x"}}, ["letta_environment"]),
@@ -148,6 +150,7 @@ def test_the_example_inventory_passes_validation():
     # the closed loopback port, so nothing leaves this machine.
     secrets = {"postgresql_db_password": "Db-password-of-the-test", "letta_db_password": "Db-password-of-the-test",
                "letta_server_password": "Server-password-of-the-test", "livekit_api_key": "APItestkey",
+               "letta_encryption_key": "Encryption-key-of-the-test-0123456789",
                "livekit_api_secret": "s" * 40, **UNREACHABLE}
     rc, out = run_site(ROOT / "inventories" / "example" / "hosts.yml", "-e", yaml.safe_dump(secrets, default_flow_style=True))
     assert "UNREACHABLE" in out or "unreachable=1" in out, out

@@ -50,18 +50,6 @@ def fingerprint(host):
     return files, started, unit_property(host, "letta.service", "ActiveEnterTimestamp")
 
 
-def agents_with_messages(letta):
-    status, agents = letta.agents()
-    assert status == 200, agents
-    result = {}
-    for agent in agents:
-        status, messages = letta.messages(agent["id"])
-        assert status == 200, messages
-        result[agent["id"]] = (agent["name"], sorted((m["id"], m.get("message_type"), json.dumps(m.get("content"), sort_keys=True))
-                                                     for m in messages))
-    return result
-
-
 def create_agent(letta, prefix):
     status, agent = letta.create_agent(f"{prefix}-{uuid.uuid4().hex[:8]}")
     assert status == 200, agent
@@ -177,7 +165,7 @@ def test_bad_input_changes_nothing(host, overrides, names):
 def test_point_in_time_restore_brings_a_deleted_agent_back(host):
     kept = create_agent(STACK_LETTA, "kept")
     doomed = create_agent(STACK_LETTA, "doomed")
-    before = agents_with_messages(STACK_LETTA)
+    before = STACK_LETTA.snapshot()
     time.sleep(2)
     target = STACK_DB.query("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || '+00'")[0][0]
     time.sleep(2)
@@ -191,7 +179,7 @@ def test_point_in_time_restore_brings_a_deleted_agent_back(host):
         "postgresql_backup_restore_force": True}])
     assert run.rc == 0, run.tail()
     STACK_LETTA.wait_healthy()
-    after = agents_with_messages(STACK_LETTA)
+    after = STACK_LETTA.snapshot()
     assert doomed["id"] in after and kept["id"] in after
     assert after == before
 
@@ -202,12 +190,12 @@ def test_restore_onto_the_fresh_box_gives_back_the_same_agents(host):
     create_agent(STACK_LETTA, "before-move")
     run = run_playbook(project_playbook("backup.yml"), "--limit", "stack")
     assert run.rc == 0, run.tail()
-    expected = agents_with_messages(STACK_LETTA)
+    expected = STACK_LETTA.snapshot()
     assert len(expected) >= 3
     run = run_playbook(project_playbook("restore.yml"), *RESTORE_TARGET, "--limit", "fresh")
     assert run.rc == 0, run.tail()
     FRESH_LETTA.wait_healthy()
-    assert agents_with_messages(FRESH_LETTA) == expected
+    assert FRESH_LETTA.snapshot() == expected
     # The restored cluster archives through the repository host and passes the check.
     check = fresh.run(f"runuser -u postgres -- pgbackrest --stanza={STANZA} check")
     assert check.rc == 0, check.stderr + check.stdout
