@@ -172,17 +172,17 @@ def profile_top(output):
 def stack(runs, workdir, mirror):
     write_secrets(workdir / "secrets.yml")
     fresh = []
-    for i in range(runs):
-        box = create_box("bench-stack")
-        converge = Stack(workdir, mirror, box)
-        elapsed, output = converge.play("site.yml")
-        fresh.append(elapsed)
-        fresh_top = profile_top(output)
-        print(f"bench: fresh converge {i + 1}/{runs}: {elapsed:.1f} s {recap(output)}", file=sys.stderr)
-        if i < runs - 1:
-            destroy_box("bench-stack")
-    report = {"fresh_converge_s": summary(fresh), "fresh_profile_top10": fresh_top}
     try:
+        for i in range(runs):
+            box = create_box("bench-stack")
+            converge = Stack(workdir, mirror, box)
+            elapsed, output = converge.play("site.yml")
+            fresh.append(elapsed)
+            fresh_top = profile_top(output)
+            print(f"bench: fresh converge {i + 1}/{runs}: {elapsed:.1f} s {recap(output)}", file=sys.stderr)
+            if i < runs - 1:
+                destroy_box("bench-stack")
+        report = {"fresh_converge_s": summary(fresh), "fresh_profile_top10": fresh_top}
         for key, playbook, args in (("noop_s", "site.yml", ()), ("check_s", "site.yml", ("--check",)),
                                     ("patch_s", "patch.yml", ())):
             samples, last = [], ""
