@@ -55,6 +55,18 @@ def fingerprint(host):
     return files, alembic_revision()
 
 
+def assert_check_mode_changes_nothing(version=None):
+    check = site("--check", version=version)
+    assert check.rc == 0 and check.recap["changed"] == 0 and check.recap["failed"] == 0, check.tail()
+
+
+def assert_converged(version):
+    """A re-run changes nothing, and check mode neither changes nor fails anything."""
+    run = site(version=version)
+    assert run.rc == 0 and run.recap["changed"] == 0, run.tail()
+    assert_check_mode_changes_nothing(version)
+
+
 @pytest.fixture(scope="module")
 def state():
     """What one step leaves for the next."""
@@ -63,6 +75,8 @@ def state():
 
 def test_01_data_written_under_the_first_release(host, state):  # pylint: disable=unused-argument
     assert LETTA.wait_healthy()["version"] == FIRST
+    # Molecule's idempotence step re-ran the converge; check mode here.
+    assert_check_mode_changes_nothing()
     for name in ("upgrade-alice", "upgrade-bob"):
         status, agent = LETTA.create_agent(
             name, memory_blocks=[{"label": "human", "value": f"{name} likes backups"},
@@ -105,10 +119,7 @@ def test_02_upgrade_to_the_runbook_release(host, state):
 
 
 def test_03_converged_again_changes_nothing(host):  # pylint: disable=unused-argument
-    run = site(version=MIDDLE)
-    assert run.rc == 0 and run.recap["changed"] == 0, run.tail()
-    check = site("--check", version=MIDDLE)
-    assert check.rc == 0 and check.recap["changed"] == 0 and check.recap["failed"] == 0, check.tail()
+    assert_converged(MIDDLE)
 
 
 def test_04_a_failed_migration_rolls_everything_back(host, state):
@@ -141,10 +152,7 @@ def test_05_the_rerun_completes_once_the_cause_is_gone(host, state):
 
 
 def test_06_converged_again_changes_nothing(host):  # pylint: disable=unused-argument
-    run = site(version=LAST)
-    assert run.rc == 0 and run.recap["changed"] == 0, run.tail()
-    check = site("--check", version=LAST)
-    assert check.rc == 0 and check.recap["changed"] == 0 and check.recap["failed"] == 0, check.tail()
+    assert_converged(LAST)
 
 
 def test_07_a_downgrade_is_refused_before_anything_changes(host):
