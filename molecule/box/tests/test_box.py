@@ -39,7 +39,7 @@ def test_package_installed_by_apt_runs(host):
 
 
 def test_apt_installs_another_package(host):
-    result = host.run("apt-get install -y -q sl")
+    result = host.run("apt-get -o DPkg::Lock::Timeout=300 install -y -q sl")
     assert result.rc == 0, result.stderr
     assert host.package("sl").is_installed
     assert host.file("/usr/games/sl").mode & 0o111
