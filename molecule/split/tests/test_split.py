@@ -7,6 +7,7 @@ so no password reaches a command line.
 """
 import json
 import os
+import shlex
 
 import pytest
 import testinfra
@@ -151,14 +152,6 @@ def test_the_database_serves_modern_tls_with_its_own_ca():
     assert letta.run("grep -rl 'PRIVATE KEY' /etc/letta").stdout.strip() == ""
 
 
-def test_letta_server_connections_are_all_tls():
-    db = box("db")
-    rows = db.check_output(f"{PSQL} -c \"SELECT s.ssl, s.version FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) "
-                           f"WHERE a.usename = 'letta' AND a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()\"")
-    assert rows.strip(), "Letta holds no connection to the database"
-    assert {row for row in rows.splitlines()} == {"t|TLSv1.3"}, rows
-
-
 def test_letta_uri_names_the_database_host_with_verify_full():
     letta = box("letta")
     wanted = [f'^LETTA_PG_URI="postgresql://letta:[^@]*@{VARS["stack_db_name"]}:{DB_PORT}/letta\\?sslmode=verify-full"$',
@@ -187,11 +180,38 @@ print(json.dumps(results))
 """
 
 
-def test_an_agent_is_created_with_the_password_and_401_without():
+# Letta opens a connection per request (its SQLAlchemy pooling is off by default), so the database is
+# watched while the client works: every backend of the letta role, as pg_stat_ssl sees it.
+SSL_WATCH = (f"until [ -e /run/split-ssl-watch.stop ]; do {PSQL} -c \"SELECT a.pid, s.ssl, s.version "
+             "FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.usename = 'letta' "
+             "AND a.backend_type = 'client backend'\"; sleep 0.05; done > /run/split-ssl-watch.txt")
+
+
+@pytest.fixture(scope="module")
+def agent_created():
+    """letta-client's results, and every (pid, ssl, version) the database saw for the letta role meanwhile."""
+    db = box("db")
+    db.run_expect([0], "rm -f /run/split-ssl-watch.stop /run/split-ssl-watch.txt")
+    db.run_expect([0], "systemd-run --quiet --collect --unit=split-ssl-watch sh -c " + shlex.quote(SSL_WATCH))
     body = (PROJECT / "roles" / "letta" / "files" / "offline-agent.json").read_text()
-    results = letta_python(LETTA_CLIENT, f"http://{VARS['stack_letta_name']}:8283", body)
+    try:
+        results = letta_python(LETTA_CLIENT, f"http://{VARS['stack_letta_name']}:8283", body)
+    finally:
+        db.run_expect([0], "touch /run/split-ssl-watch.stop; while systemctl -q is-active split-ssl-watch; do sleep 0.2; done")
+    seen = {tuple(line.split("|")) for line in db.file("/run/split-ssl-watch.txt").content_string.splitlines() if line}
+    return results, seen
+
+
+def test_an_agent_is_created_with_the_password_and_401_without(agent_created):
+    results, _ = agent_created
     assert results["without password"] == 401, results
     assert results["created"] in results["listed"], results
+
+
+def test_every_connection_of_the_letta_server_is_tls(agent_created):
+    _, seen = agent_created
+    assert seen, "the database saw no connection of the letta role while an agent was created"
+    assert {(ssl, version) for _, ssl, version in seen} == {("t", "TLSv1.3")}, seen
 
 
 # From the livekit box with the worker's own environment (LETTA_BASE_URL, LETTA_API_KEY).
