@@ -14,9 +14,10 @@ import testinfra
 from stacktest import PROJECT, VARS, read_recap, project_playbook, run_playbook
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
-BOXES = ("db", "letta", "livekit")
+# The hosts of inventories/example/hosts.yml, one box each (molecule.yml).
+BOXES = ("db1", "letta1", "media1")
 # The tests below name their boxes; none runs once per host.
-testinfra_hosts = ["db"]
+testinfra_hosts = ["db1"]
 
 LETTA_PYTHON = "/opt/letta/current/venv/bin/python"
 LETTA_ENV = "/etc/letta/letta.env"
@@ -37,7 +38,7 @@ def as_service(host, user, env_file, program, *args):
 
 def letta_python(code, *args):
     """Python in Letta's venv on the letta box, with Letta's environment (LETTA_PG_URI, PGSSLROOTCERT, ...)."""
-    result = as_service(box("letta"), "letta", LETTA_ENV, LETTA_PYTHON, "-c", code, *args)
+    result = as_service(box("letta1"), "letta", LETTA_ENV, LETTA_PYTHON, "-c", code, *args)
     assert result.rc == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -128,7 +129,7 @@ def test_pg_hba_refuses_a_host_outside_the_client_networks(db_attempts):
 
 
 def test_pg_hba_holds_hostssl_and_no_plain_entry_for_the_client_network():
-    db = box("db")
+    db = box("db1")
     entries = [line.split() for line in db.file("/etc/postgresql/17/main/pg_hba.conf").content_string.splitlines()
                if line.strip() and not line.lstrip().startswith("#")]
     network = VARS["stack_letta_address"] + "/32"
@@ -136,7 +137,7 @@ def test_pg_hba_holds_hostssl_and_no_plain_entry_for_the_client_network():
 
 
 def test_the_database_serves_modern_tls_with_its_own_ca():
-    db = box("db")
+    db = box("db1")
     settings = dict(line.split("|") for line in db.check_output(
         f"{PSQL} -c \"SELECT name, setting FROM pg_settings WHERE name IN ('ssl', 'ssl_min_protocol_version')\"").splitlines())
     assert settings == {"ssl": "on", "ssl_min_protocol_version": "TLSv1.3"}
@@ -145,7 +146,7 @@ def test_the_database_serves_modern_tls_with_its_own_ca():
     ca_dir = db.file("/etc/postgresql/hybridstack-ca")
     assert (ca_dir.user, ca_dir.mode) == ("root", 0o700)
     # The CA key stays on the database host; the letta host holds the CA certificate only.
-    letta = box("letta")
+    letta = box("letta1")
     ca = letta.file("/etc/letta/db-ca.crt")
     assert (ca.user, ca.group, ca.mode) == ("root", "letta", 0o640)
     assert ca.content_string == db.file("/etc/postgresql/17/main/tls/ca.crt").content_string
@@ -153,7 +154,7 @@ def test_the_database_serves_modern_tls_with_its_own_ca():
 
 
 def test_letta_uri_names_the_database_host_with_verify_full():
-    letta = box("letta")
+    letta = box("letta1")
     wanted = [f'^LETTA_PG_URI="postgresql://letta:[^@]*@{VARS["stack_db_name"]}:{DB_PORT}/letta\\?sslmode=verify-full"$',
               '^PGSSLROOTCERT="/etc/letta/db-ca.crt"$']
     for pattern in wanted:
@@ -190,7 +191,7 @@ SSL_WATCH = (f"until [ -e /run/split-ssl-watch.stop ]; do {PSQL} -c \"SELECT a.p
 @pytest.fixture(scope="module")
 def agent_created():
     """letta-client's results, and every (pid, ssl, version) the database saw for the letta role meanwhile."""
-    db = box("db")
+    db = box("db1")
     db.run_expect([0], "rm -f /run/split-ssl-watch.stop /run/split-ssl-watch.txt")
     db.run_expect([0], "systemd-run --quiet --collect --unit=split-ssl-watch sh -c " + shlex.quote(SSL_WATCH))
     body = (PROJECT / "roles" / "letta" / "files" / "offline-agent.json").read_text()
@@ -229,7 +230,7 @@ print(json.dumps({"with": status({"Authorization": "Bearer " + os.environ["LETTA
 
 
 def test_the_agent_worker_reaches_letta_with_the_password_it_was_given():
-    livekit = box("livekit")
+    livekit = box("media1")
     env_file = livekit.check_output("systemctl show -p EnvironmentFiles --value livekit-agent.service").split()[0]
     result = as_service(livekit, "livekit-agent", env_file, "/usr/bin/python3", "-c", WORKER_TO_LETTA)
     assert result.rc == 0, result.stderr
