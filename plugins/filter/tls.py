@@ -56,7 +56,7 @@ def _covered(name, names):
     name = name.lower().rstrip(".")
     if name in names:
         return True
-    first, _, rest = name.partition(".")
+    rest = name.partition(".")[2]
     return bool(rest) and ("*." + rest) in names
 
 
@@ -93,8 +93,8 @@ def certificate_problems(cert_path, key_path, names, ca_path="", now=None):
     covered = _names_of(certificate)
     missing = [name for name in names if not _covered(str(name), covered)]
     if missing:
-        problems.append("%s does not cover %s (it names %s)" % (cert_path, ", ".join(missing),
-                                                               ", ".join(sorted(covered)) or "nothing in subjectAltName"))
+        named = ", ".join(sorted(covered)) or "nothing in subjectAltName"
+        problems.append("%s does not cover %s (it names %s)" % (cert_path, ", ".join(missing), named))
     if ca_pem is not None:
         try:
             authority = x509.load_pem_x509_certificate(ca_pem)
