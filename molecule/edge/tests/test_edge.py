@@ -176,6 +176,15 @@ def turn_tls_sessions(host):
     return host.run(f"grep -c ' sni={TURN} route=edge_turn_tls ' /var/log/nginx/stream.log").stdout.strip()
 
 
+def recv_exactly(tls, size):
+    data = b""
+    while len(data) < size:
+        chunk = tls.recv(size - len(data))
+        assert chunk, f"connection closed after {len(data)} of {size} bytes"
+        data += chunk
+    return data
+
+
 def turn_allocate_over_tls(context):
     """An unauthenticated TURN Allocate over TLS to port 443 by the TURN name: (message type, realm)."""
     transaction = os.urandom(12)
@@ -185,10 +194,10 @@ def turn_allocate_over_tls(context):
     with socket.create_connection((ADDRESS, 443), timeout=20) as raw:
         with context.wrap_socket(raw, server_hostname=TURN) as tls:
             tls.sendall(request)
-            header = tls.recv(20, socket.MSG_WAITALL)
+            header = recv_exactly(tls, 20)
             kind, length, _ = struct.unpack("!HHI", header[:8])
             assert header[8:20] == transaction
-            body = tls.recv(length, socket.MSG_WAITALL)
+            body = recv_exactly(tls, length)
     realm, offset = None, 0
     while offset + 4 <= len(body):
         attribute, size = struct.unpack("!HH", body[offset:offset + 4])
