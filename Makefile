@@ -40,13 +40,9 @@ unit: tools
 build-test: tools
 	python -m pytest -q -p no:cacheprovider tests/build
 
+# MOLECULE_JOBS scenarios at a time (default 2): scripts/run-scenarios.
 molecule: tools
-	@for s in $(SCENARIOS); do \
-	  echo "=== molecule test -s $$s"; start=$$SECONDS; \
-	  molecule test -s $$s || { echo "=== scenario $$s FAILED"; exit 1; }; \
-	  scripts/box leftovers $$s || { echo "=== scenario $$s left boxes behind"; exit 1; }; \
-	  echo "=== scenario $$s passed in $$((SECONDS - start)) s"; \
-	done
+	@scripts/run-scenarios $(SCENARIOS)
 
 test: lint sanity unit build-test molecule
 

@@ -3,11 +3,14 @@ it survives a reboot like one."""
 import json
 import os
 import secrets
+import subprocess
 from pathlib import Path
 
+import yaml
 from stacktest import VARS, boot_id, restart_box
 
 CACHE = Path(os.environ["HYBRIDSTACK_CACHE"])
+MOLECULE = yaml.safe_load((Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / "molecule.yml").read_text())
 # The download caches molecule/_shared/create.yml binds into every box.
 CACHE_BINDS = {CACHE / "box-apt-archives": "/var/cache/apt/archives",
                CACHE / "box-uv": "/var/cache/python-venv/uv"}
@@ -36,10 +39,25 @@ def test_package_installed_by_apt_runs(host):
 
 
 def test_apt_installs_another_package(host):
-    result = host.run("apt-get install -y -q sl")
+    result = host.run("apt-get -o DPkg::Lock::Timeout=300 install -y -q sl")
     assert result.rc == 0, result.stderr
     assert host.package("sl").is_installed
     assert host.file("/usr/games/sl").mode & 0o111
+
+
+def test_it_is_a_host_of_its_own_on_its_loopback_address(host):
+    platform = MOLECULE["platforms"][0]
+    resolved = host.run("getent ahostsv4 %s", platform["names"][0])
+    assert resolved.rc == 0, resolved.stderr
+    assert resolved.stdout.split()[0] == platform["address"]
+    # The namespace is shared, so the runner sees the box's sshd (the
+    # harness's way in) listening there and nowhere else.
+    connection = host.ansible.get_variables()
+    assert connection["ansible_host"] == platform["address"]
+    sshd = subprocess.run(["ss", "-Hltn", f"sport = :{connection['ansible_port']}"],
+                          capture_output=True, text=True, check=True)
+    local_addresses = {line.split()[3].rsplit(":", 1)[0] for line in sshd.stdout.splitlines()}
+    assert local_addresses == {platform["address"]}
 
 
 def test_restart_boots_the_same_tree_with_its_binds(host):
