@@ -22,6 +22,8 @@ if __name__ == "__main__":
         WorkerOptions(
             entrypoint_fnc=entrypoint,
             agent_name=os.environ.get("AGENT_NAME", ""),
+            # The host's CPU load above which the worker takes no new job (livekit.agents' default).
+            load_threshold=float(os.environ.get("AGENT_LOAD_THRESHOLD", "0.7")),
             host=os.environ.get("LIVEKIT_AGENT_HOST", ""),
             port=int(os.environ.get("LIVEKIT_AGENT_PORT", "8081")),
         )
