@@ -5,12 +5,17 @@ listens. A host that was contacted shows up as UNREACHABLE, so a run that
 fails without that word changed no host: the refusal came from the
 validation pass, which reads variables only.
 """
+import datetime
 import os
 import pathlib
 import subprocess
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 UNREACHABLE = {"ansible_host": "127.0.0.1", "ansible_port": 1}
@@ -44,7 +49,9 @@ def run_site(inventory_path, *extra):
 
 
 def one_box(tmp_path, **overrides):
-    return inventory(tmp_path, {"box1": (["postgres", "letta", "livekit"], dict(VALID, **overrides))})
+    """VALID with overrides; an override of None removes the variable."""
+    host_vars = {name: value for name, value in dict(VALID, **overrides).items() if value is not None}
+    return inventory(tmp_path, {"box1": (["postgres", "letta", "livekit"], host_vars)})
 
 
 def assert_refused_untouched(rc, out, *names):
@@ -113,6 +120,40 @@ BAD_INPUT = {
     "backup repository type unknown": ({"postgresql_backup_repo_type": "ftp"}, ["postgresql_backup_repo_type"]),
     "backup stanza name": ({"postgresql_backup_stanza": "two words"}, ["postgresql_backup_stanza"]),
     "backup retention zero": ({"postgresql_backup_retention_full": 0}, ["postgresql_backup_retention_full"]),
+    "postgresql remote clients without server names": ({"postgresql_hba_client_networks": ["10.0.0.0/24"]},
+                                                        ["postgresql_tls_server_names"]),
+    "postgresql server name not a host name": ({"postgresql_hba_client_networks": ["10.0.0.0/24"],
+                                                "postgresql_tls_server_names": ["db example"]},
+                                               ["postgresql_tls_server_names", "db example"]),
+    "postgresql certificate without its key and CA": ({"postgresql_tls_cert_file": "/nonexistent/server.crt"},
+                                                      ["postgresql_tls_key_file", "postgresql_tls_ca_file"]),
+    "postgresql certificate lifetime under the renewal margin": ({"postgresql_tls_cert_days": 20},
+                                                                 ["postgresql_tls_cert_days"]),
+    "letta remote database URI without verify-full": (
+        {"letta_db_password": None, "letta_database_uri": "postgresql://letta:Db-password-of-the-test@db.remote.test:5432/letta"},
+        ["letta_database_uri", "sslmode=verify-full"]),
+    "letta URI with a weaker sslmode": (
+        {"letta_db_password": None, "letta_database_uri": "postgresql://letta:Db-password-of-the-test@db.remote.test:5432/letta?sslmode=require"},
+        ["letta_database_uri", "sslmode=verify-full"]),
+    "letta URI with sslrootcert asyncpg refuses": (
+        {"letta_db_password": None, "letta_database_uri": "postgresql://letta:Db-password-of-the-test@db.remote.test:5432/letta"
+                               "?sslmode=verify-full&sslrootcert=/etc/ca.crt"},
+        ["letta_database_uri", "sslrootcert"]),
+    "letta remote database no host can vouch for": ({"letta_db_host": "db.remote.test"},
+                                                    ["db.remote.test", "letta_db_ca_cert", "postgresql_tls_server_names"]),
+    "letta database CA not a certificate": ({"letta_db_host": "db.remote.test", "letta_db_ca_cert": "not a certificate"},
+                                            ["letta_db_ca_cert"]),
+    "agent worker without the password of a secure letta": (
+        {"letta_server_password": "Server-password-of-the-test", "livekit_agents_worker_enabled": True,
+         "livekit_agents_script_content": "pass", "livekit_agents_api_key": "APItestkey",
+         "livekit_agents_api_secret": "s" * 40, "livekit_agents_letta_base_url": "http://127.0.0.1:8283"},
+        ["livekit_agents_letta_password", "401"]),
+    "agent worker with another password than letta's": (
+        {"letta_server_password": "Server-password-of-the-test", "livekit_agents_worker_enabled": True,
+         "livekit_agents_script_content": "pass", "livekit_agents_api_key": "APItestkey",
+         "livekit_agents_api_secret": "s" * 40, "livekit_agents_letta_base_url": "http://127.0.0.1:8283",
+         "livekit_agents_letta_password": "Some-other-password-here"},
+        ["livekit_agents_letta_password"]),
     "agent health port taken by letta": ({"livekit_agents_worker_enabled": True, "livekit_agents_script_content": "pass",
                                           "livekit_agents_api_key": "APItestkey", "livekit_agents_api_secret": "s" * 40,
                                           "livekit_agents_health_port": 8283},
@@ -205,6 +246,48 @@ def test_the_scaled_example_inventory_passes_validation():
                "livekit_api_secret": "s" * 40, **UNREACHABLE}
     rc, out = run_site(ROOT / "inventories" / "scaled" / "hosts.yml", "-e", yaml.safe_dump(secrets, default_flow_style=True))
     assert "UNREACHABLE" in out or "unreachable=1" in out, out
+
+
+def make_certificate(directory, name, names, days=30, issuer=None, key=None):
+    """A PEM certificate (CA when issuer is None and names is empty) and its key; returns (cert path, key path, key, cert)."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    issuer_cert, issuer_key = issuer or (None, key)
+    builder = (x509.CertificateBuilder().subject_name(subject)
+               .issuer_name(issuer_cert.subject if issuer_cert else subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(days=60)).not_valid_after(now + datetime.timedelta(days=days)))
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+    else:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+    certificate = builder.sign(issuer_key, hashes.SHA256())
+    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path, key, certificate
+
+
+@pytest.mark.parametrize("case", ["valid", "expired", "other key", "name not covered", "other CA"])
+def test_operator_certificate_files_are_checked_before_any_host_is_contacted(tmp_path, case):
+    ca_cert, _, ca_key, ca = make_certificate(tmp_path, "ca", [], days=3650)
+    other_ca_cert, _, other_ca_key, other_ca = make_certificate(tmp_path, "other-ca", [], days=3650)
+    issuer = (other_ca, other_ca_key) if case == "other CA" else (ca, ca_key)
+    names = ["elsewhere.test"] if case == "name not covered" else ["db.remote.test"]
+    cert, key, _, _ = make_certificate(tmp_path, "server", names, days=-1 if case == "expired" else 90, issuer=issuer)
+    if case == "other key":
+        _, key, _, _ = make_certificate(tmp_path, "unrelated", ["db.remote.test"], issuer=(ca, ca_key))
+    rc, out = run_site(one_box(tmp_path, postgresql_hba_client_networks=["10.0.0.0/24"],
+                               postgresql_tls_server_names=["db.remote.test"], postgresql_tls_cert_file=str(cert),
+                               postgresql_tls_key_file=str(key), postgresql_tls_ca_file=str(ca_cert)))
+    if case == "valid":
+        assert "UNREACHABLE" in out or "unreachable=1" in out, out
+        return
+    expected = {"expired": "expired", "other key": "does not match the key", "name not covered": "does not cover db.remote.test",
+                "other CA": "was not issued by the CA"}[case]
+    assert_refused_untouched(rc, out, "postgresql_tls_cert_file", expected)
 
 
 def test_unpinned_agents_lock_is_refused(tmp_path):
