@@ -11,6 +11,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import struct
 import subprocess
 import time
@@ -177,9 +178,15 @@ def test_redis_unit_is_hardened_and_persistent(host):
 # --- PostgreSQL ------------------------------------------------------------------
 
 def pg_startup_answer(source):
-    """The first message PostgreSQL sends to a client connecting from `source`: 'R' (authenticate) or the error."""
+    """The first message PostgreSQL sends, over TLS, to a client connecting from `source`:
+    'R' (authenticate) or 'E' with the error (pg_hba.conf lets other hosts in over TLS only)."""
     sock = socket.create_connection((ADDRESS["db"], 5432), timeout=10, source_address=(source, 0))
     try:
+        sock.sendall(struct.pack("!II", 8, 80877103))
+        if sock.recv(1) == b"S":
+            context = ssl.create_default_context()
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+            sock = context.wrap_socket(sock)
         payload = struct.pack("!I", 196608) + b"user\0letta\0database\0letta\0\0"
         sock.sendall(struct.pack("!I", len(payload) + 4) + payload)
         kind = sock.recv(1)
