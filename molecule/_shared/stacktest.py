@@ -26,7 +26,19 @@ SCENARIO = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
 EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
 # The one source of a scenario's ports, versions and passwords: Molecule links
 # it into the inventory, and converge, prepare and these tests read it.
-VARS = yaml.safe_load((SCENARIO / "inventory" / "group_vars" / "all.yml").read_text())
+# A scenario may instead hold a directory group_vars/all/ (molecule/scale: the
+# example inventory's file beside the scenario's own), read as Ansible does.
+def _group_vars_all():
+    single = SCENARIO / "inventory" / "group_vars" / "all.yml"
+    if single.exists():
+        return yaml.safe_load(single.read_text())
+    merged = {}
+    for part in sorted((SCENARIO / "inventory" / "group_vars" / "all").glob("*.yml")):
+        merged.update(yaml.safe_load(part.read_text()) or {})
+    return merged
+
+
+VARS = _group_vars_all()
 # Molecule names the scenarios' single platform so (molecule/*/molecule.yml).
 BOX = "stack"
 BOX_DIR = Path(os.environ["HYBRIDSTACK_CACHE"]) / "boxes" / f"{os.environ['MOLECULE_SCENARIO_NAME']}-{BOX}"

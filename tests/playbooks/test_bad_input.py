@@ -168,6 +168,86 @@ def test_bad_input_is_refused_before_any_host_is_contacted(tmp_path, case):
     assert_refused_untouched(rc, out, *names)
 
 
+# A scaled layout (inventories/scaled): db1 holds the database, Redis and the
+# balancer; app1 and app2 a Letta replica and a LiveKit node each.
+SCALED_DB = {"postgresql_db_password": VALID["postgresql_db_password"], "redis_bind_addresses": ["127.0.0.31"],
+             "redis_letta_access": True, "letta_balancer_listen_address": "127.0.0.31",
+             "redis_users": [{"name": "livekit", "password": "Redis-password-of-the-test", "rules": "~* &* +@all"}]}
+SCALED_APP = dict(VALID, letta_encryption_key="Encryption-key-of-the-test-0123456789", letta_db_host="127.0.0.31",
+                  letta_redis_host="127.0.0.31", livekit_redis_address="127.0.0.31:6379",
+                  livekit_redis_username="livekit", livekit_redis_password="Redis-password-of-the-test")
+
+
+def scaled(tmp_path, db=None, app1=None, app2=None):
+    """Overrides of None leave the variable out."""
+    def merged(base, overrides):
+        return {name: value for name, value in dict(base, **(overrides or {})).items() if value is not None}
+    return inventory(tmp_path, {
+        "db1": (["postgres", "redis", "letta_balancer"], merged(SCALED_DB, db)),
+        "app1": (["letta", "livekit"], merged(dict(SCALED_APP, letta_host="127.0.0.32"), app1)),
+        "app2": (["letta", "livekit"], merged(dict(SCALED_APP, letta_host="127.0.0.33"), app2)),
+    })
+
+
+SCALED_BAD_INPUT = {
+    "redis bind address a name": ({"db": {"redis_bind_addresses": ["redis.example"]}}, ["redis_bind_addresses"]),
+    "redis port below 1024": ({"db": {"redis_port": 80}}, ["redis_port"]),
+    "redis port taken by postgresql": ({"db": {"redis_port": 5432}}, ["redis_port", "postgresql_port"]),
+    "redis client network not a CIDR": ({"db": {"redis_client_networks": ["10.0.0.0/33"]}}, ["redis_client_networks"]),
+    "redis user placeholder password": ({"db": {"redis_users": [{"name": "livekit", "password": "changeme", "rules": "~*"}]}},
+                                        ["redis_users"]),
+    "redis user named default": ({"db": {"redis_users": [{"name": "default", "password": "Redis-password-of-the-test",
+                                                          "rules": "~*"}]}}, ["redis_users", "default"]),
+    "redis users with one name": ({"db": {"redis_users": [{"name": "lk", "password": "Redis-password-of-the-test", "rules": "~*"},
+                                                          {"name": "lk", "password": "Redis-password-of-the-test", "rules": "~*"}]}},
+                                  ["redis_users"]),
+    "redis save point": ({"db": {"redis_save": ["every 5 minutes"]}}, ["redis_save"]),
+    "redis maxmemory": ({"db": {"redis_maxmemory": "lots"}}, ["redis_maxmemory"]),
+    "redis letta user open to every network": ({"db": {"redis_bind_addresses": ["10.0.0.5"], "redis_protected_mode": False}},
+                                               ["redis_client_networks"]),
+    "redis protected mode shuts out remote letta": ({"db": {"redis_bind_addresses": ["10.0.0.5"],
+                                                            "redis_client_networks": ["10.0.0.0/24"]}},
+                                                    ["redis_protected_mode"]),
+    "balancer on a wildcard": ({"db": {"letta_balancer_listen_address": "0.0.0.0"}}, ["letta_balancer_listen_address"]),
+    "balancer backend without port": ({"db": {"letta_balancer_backends": ["letta1"]}}, ["letta_balancer_backends"]),
+    "balancer timeout not a duration": ({"db": {"letta_balancer_fail_timeout": "ten seconds"}}, ["letta_balancer_fail_timeout"]),
+    "balancer max fails zero": ({"db": {"letta_balancer_max_fails": 0}}, ["letta_balancer_max_fails"]),
+    "balancer port taken by postgresql": ({"db": {"letta_balancer_port": 5432}}, ["letta_balancer_port", "postgresql_port"]),
+    "livekit redis address without port": ({"app1": {"livekit_redis_address": "127.0.0.31"}}, ["livekit_redis_address"]),
+    "livekit redis user without password": ({"app1": {"livekit_redis_password": ""}}, ["livekit_redis_password"]),
+    "livekit redis db": ({"app1": {"livekit_redis_db": 99}}, ["livekit_redis_db"]),
+    "letta redis host": ({"app1": {"letta_redis_host": "redis host"}}, ["letta_redis_host"]),
+    "letta redis port": ({"app1": {"letta_redis_port": 70000}}, ["letta_redis_port"]),
+    "letta env sets the redis host": ({"app1": {"letta_environment": {"LETTA_REDIS_HOST": "10.0.0.9"}}},
+                                      ["letta_environment", "LETTA_REDIS_HOST"]),
+    "replicas with different encryption keys": ({"app2": {"letta_encryption_key": "Another-key-of-the-test-9876543210"}},
+                                                ["letta_encryption_key", "app1", "app2"]),
+    "a replica without the encryption key": ({"app2": {"letta_encryption_key": None}}, ["letta_encryption_key"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SCALED_BAD_INPUT))
+def test_bad_scaled_input_is_refused_before_any_host_is_contacted(tmp_path, case):
+    overrides, names = SCALED_BAD_INPUT[case]
+    rc, out = run_site(scaled(tmp_path, **overrides))
+    assert_refused_untouched(rc, out, *names)
+
+
+def test_the_valid_scaled_baseline_passes_validation(tmp_path):
+    rc, out = run_site(scaled(tmp_path))
+    assert "UNREACHABLE" in out or "unreachable=1" in out, out
+
+
+def test_the_scaled_example_inventory_passes_validation():
+    secrets = {"postgresql_db_password": "Db-password-of-the-test", "letta_db_password": "Db-password-of-the-test",
+               "letta_server_password": "Server-password-of-the-test", "livekit_api_key": "APItestkey",
+               "letta_encryption_key": "Encryption-key-of-the-test-0123456789",
+               "redis_livekit_password": "Redis-password-of-the-test",
+               "livekit_api_secret": "s" * 40, **UNREACHABLE}
+    rc, out = run_site(ROOT / "inventories" / "scaled" / "hosts.yml", "-e", yaml.safe_dump(secrets, default_flow_style=True))
+    assert "UNREACHABLE" in out or "unreachable=1" in out, out
+
+
 def make_certificate(directory, name, names, days=30, issuer=None, key=None):
     """A PEM certificate (CA when issuer is None and names is empty) and its key; returns (cert path, key path, key, cert)."""
     key = key or ec.generate_private_key(ec.SECP256R1())

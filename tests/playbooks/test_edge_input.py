@@ -106,3 +106,11 @@ def test_certificate_missing_a_domain_is_refused(tmp_path):
     pair = write_pem_pair(tmp_path, "partial", names=("letta.example.test", "livekit.example.test"))
     rc, out = run_site(edge_box(tmp_path, **files_source(*pair)))
     assert_refused_untouched(rc, out, "does not name turn.example.test")
+
+
+def test_the_edge_and_the_letta_balancer_on_one_host_are_refused(tmp_path):
+    balancer = {"letta_balancer_port": 8383, "letta_balancer_backends": ["127.0.0.2:8283"]}
+    path = inventory(tmp_path, {"box1": (["postgres", "letta", "livekit", "edge", "letta_balancer"],
+                                         dict(EDGE, **balancer))})
+    rc, out = run_site(path)
+    assert_refused_untouched(rc, out, "both the edge and the letta_balancer groups", "edge_letta_upstreams")
