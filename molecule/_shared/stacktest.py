@@ -28,6 +28,8 @@ EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
 # it into the inventory, and converge, prepare and these tests read it.
 # A scenario may instead hold a directory group_vars/all/ (molecule/scale: the
 # example inventory's file beside the scenario's own), read as Ansible does.
+
+
 def _group_vars_all():
     single = SCENARIO / "inventory" / "group_vars" / "all.yml"
     if single.exists():

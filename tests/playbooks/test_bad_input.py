@@ -120,8 +120,8 @@ BAD_INPUT = {
     "backup repository type unknown": ({"postgresql_backup_repo_type": "ftp"}, ["postgresql_backup_repo_type"]),
     "backup stanza name": ({"postgresql_backup_stanza": "two words"}, ["postgresql_backup_stanza"]),
     "backup retention zero": ({"postgresql_backup_retention_full": 0}, ["postgresql_backup_retention_full"]),
-    "postgresql remote clients without server names": ({"postgresql_hba_client_networks": ["10.0.0.0/24"]},
-                                                        ["postgresql_tls_server_names"]),
+    "postgresql remote clients without server names": (
+        {"postgresql_hba_client_networks": ["10.0.0.0/24"]}, ["postgresql_tls_server_names"]),
     "postgresql server name not a host name": ({"postgresql_hba_client_networks": ["10.0.0.0/24"],
                                                 "postgresql_tls_server_names": ["db example"]},
                                                ["postgresql_tls_server_names", "db example"]),
@@ -136,7 +136,8 @@ BAD_INPUT = {
         {"letta_db_password": None, "letta_database_uri": "postgresql://letta:Db-password-of-the-test@db.remote.test:5432/letta?sslmode=require"},
         ["letta_database_uri", "sslmode=verify-full"]),
     "letta URI with sslrootcert asyncpg refuses": (
-        {"letta_db_password": None, "letta_database_uri": "postgresql://letta:Db-password-of-the-test@db.remote.test:5432/letta"
+        {"letta_db_password": None,
+         "letta_database_uri": "postgresql://letta:Db-password-of-the-test@db.remote.test:5432/letta"
                                "?sslmode=verify-full&sslrootcert=/etc/ca.crt"},
         ["letta_database_uri", "sslrootcert"]),
     "letta remote database no host can vouch for": ({"letta_db_host": "db.remote.test"},
@@ -272,13 +273,13 @@ def make_certificate(directory, name, names, days=30, issuer=None, key=None):
 
 @pytest.mark.parametrize("case", ["valid", "expired", "other key", "name not covered", "other CA"])
 def test_operator_certificate_files_are_checked_before_any_host_is_contacted(tmp_path, case):
-    ca_cert, _, ca_key, ca = make_certificate(tmp_path, "ca", [], days=3650)
-    other_ca_cert, _, other_ca_key, other_ca = make_certificate(tmp_path, "other-ca", [], days=3650)
+    ca_cert, _ca_key_path, ca_key, ca = make_certificate(tmp_path, "ca", [], days=3650)
+    other_ca_cert, _other_key_path, other_ca_key, other_ca = make_certificate(tmp_path, "other-ca", [], days=3650)
     issuer = (other_ca, other_ca_key) if case == "other CA" else (ca, ca_key)
     names = ["elsewhere.test"] if case == "name not covered" else ["db.remote.test"]
-    cert, key, _, _ = make_certificate(tmp_path, "server", names, days=-1 if case == "expired" else 90, issuer=issuer)
+    cert, key, _server_key, _server = make_certificate(tmp_path, "server", names, days=-1 if case == "expired" else 90, issuer=issuer)
     if case == "other key":
-        _, key, _, _ = make_certificate(tmp_path, "unrelated", ["db.remote.test"], issuer=(ca, ca_key))
+        _unrelated_cert, key, _unrelated_key, _unrelated = make_certificate(tmp_path, "unrelated", ["db.remote.test"], issuer=(ca, ca_key))
     rc, out = run_site(one_box(tmp_path, postgresql_hba_client_networks=["10.0.0.0/24"],
                                postgresql_tls_server_names=["db.remote.test"], postgresql_tls_cert_file=str(cert),
                                postgresql_tls_key_file=str(key), postgresql_tls_ca_file=str(ca_cert)))

@@ -91,8 +91,8 @@ def test_letta_without_password_on_another_host_is_refused(tmp_path):
 
 
 def test_certificate_not_matching_its_key_is_refused(tmp_path):
-    cert_path, _ = write_pem_pair(tmp_path, "one")
-    _, other_key = write_pem_pair(tmp_path, "two")
+    cert_path = write_pem_pair(tmp_path, "one")[0]
+    other_key = write_pem_pair(tmp_path, "two")[1]
     rc, out = run_site(edge_box(tmp_path, **files_source(cert_path, other_key)))
     assert_refused_untouched(rc, out, "edge_certificate_file does not match edge_certificate_key_file")
 

@@ -90,9 +90,9 @@ def https_get(context, name, path):
             data = b""
             while chunk := tls.recv(65536):
                 data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
+    head, _separator, body = data.partition(b"\r\n\r\n")
     lines = head.decode().split("\r\n")
-    headers = {key.lower(): value.strip() for key, _, value in (line.partition(":") for line in lines[1:])}
+    headers = {key.lower(): value.strip() for key, _colon, value in (line.partition(":") for line in lines[1:])}
     return int(lines[0].split()[1]), headers, body
 
 
@@ -195,7 +195,7 @@ def turn_allocate_over_tls(context):
         with context.wrap_socket(raw, server_hostname=TURN) as tls:
             tls.sendall(request)
             header = recv_exactly(tls, 20)
-            kind, length, _ = struct.unpack("!HHI", header[:8])
+            kind, length, _cookie = struct.unpack("!HHI", header[:8])
             assert header[8:20] == transaction
             body = recv_exactly(tls, length)
     realm, offset = None, 0

@@ -43,7 +43,7 @@ async def main():
 
     async def count(track):
         nonlocal received
-        async for _ in rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1):
+        async for _event in rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1):
             received += 1
             if received >= wanted:
                 enough.set()

@@ -324,4 +324,3 @@ def test_an_explicit_dispatch_reaches_a_worker_whose_job_joins_the_room():
         time.sleep(1)
     assert agent_seen, f"no agent participant joined {room}"
     assert len(joined_on) == 1, joined_on
-

@@ -204,15 +204,15 @@ def agent_created():
 
 
 def test_an_agent_is_created_with_the_password_and_401_without(agent_created):
-    results, _ = agent_created
+    results = agent_created[0]
     assert results["without password"] == 401, results
     assert results["created"] in results["listed"], results
 
 
 def test_every_connection_of_the_letta_server_is_tls(agent_created):
-    _, seen = agent_created
+    seen = agent_created[1]
     assert seen, "the database saw no connection of the letta role while an agent was created"
-    assert {(ssl, version) for _, ssl, version in seen} == {("t", "TLSv1.3")}, seen
+    assert {(ssl, version) for _pid, ssl, version in seen} == {("t", "TLSv1.3")}, seen
 
 
 # From the livekit box with the worker's own environment (LETTA_BASE_URL, LETTA_API_KEY).
