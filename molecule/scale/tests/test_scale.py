@@ -20,7 +20,8 @@ import uuid
 import testinfra
 import yaml
 from livekit import api
-from stacktest import PROJECT, SCENARIO, VARS, Letta, http, run_playbook, project_playbook, unit_property, wait_for
+from stacktest import (PROJECT, SCENARIO, VARS, Letta, http, project_playbook, read_recap, run_playbook, unit_property,
+                       wait_for)
 
 testinfra_hosts = ["db"]
 
@@ -118,6 +119,15 @@ def wait_livekit_healthy(name, seconds=60):
 
 
 # --- the converge -------------------------------------------------------------
+
+def test_check_mode_on_the_converged_hosts_changes_nothing():
+    """First, before any test stops or kills a service: site.yml in check mode over the three hosts."""
+    result = run_playbook(project_playbook("site.yml"), "--check", "--diff")
+    assert result.rc == 0, result.tail()
+    for name in ADDRESS:
+        recap = read_recap(result.stdout, name)
+        assert recap["failed"] == 0 and recap["changed"] == 0, (name, recap, result.tail())
+
 
 def test_status_reports_every_node():
     run = run_playbook(project_playbook("status.yml"), json_output=True, timeout=600)
