@@ -9,6 +9,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 VENV := $(CURDIR)/.venv
 export PATH := $(VENV)/bin:$(PATH)
 
+UNIT_JOBS ?= 2
 SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 
 .PHONY: help host-deps tools lint sanity unit build-test molecule test up down bench
@@ -34,8 +35,10 @@ lint: tools
 sanity: tools
 	scripts/sanity
 
+# UNIT_JOBS pytest-xdist workers (default 2): most of the time goes to the
+# ansible-playbook runs of tests/playbooks, each its own process and temp dir.
 unit: tools
-	python -m pytest -q -p no:cacheprovider tests/unit tests/playbooks
+	python -m pytest -q -p no:cacheprovider -n $(UNIT_JOBS) --dist worksteal tests/unit tests/playbooks
 
 build-test: tools
 	python -m pytest -q -p no:cacheprovider tests/build

@@ -3,6 +3,7 @@
 real PostgreSQL cluster, and a harness that runs the module's main()."""
 
 import collections
+import fcntl
 import glob
 import os
 import shutil
@@ -38,11 +39,16 @@ def wheel_of(version):
     pattern = str(WHEELS / ("letta-%s-py3-none-any.whl" % version))
     if not glob.glob(pattern):
         WHEELS.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:",
-             "-d", str(WHEELS), "letta==%s" % version],
-            check=True,
-        )
+        # pytest-xdist workers (and other checkouts sharing the cache) may want
+        # the same wheel at once: one downloads, the others wait and find it.
+        with open(WHEELS / ".download.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not glob.glob(pattern):
+                subprocess.run(
+                    [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:",
+                     "-d", str(WHEELS), "letta==%s" % version],
+                    check=True,
+                )
     found = glob.glob(pattern)
     assert found, "pip download letta==%s left no wheel in %s" % (version, WHEELS)
     return found[0]

@@ -10,6 +10,7 @@ import platform
 import pwd
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,13 +23,12 @@ MODULE = Path(__file__).resolve().parents[2] / "plugins" / "modules" / "python_v
 def probe(check_mode=False, cwd=None, **args):
     """The module's JSON result; its exit status is 1 exactly when it reports failed."""
     args["_ansible_check_mode"] = check_mode
-    args_file = Path(cwd or os.getcwd()) / ".probe-args.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    try:
-        done = subprocess.run([sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True,
+    # A file of its own: tests run side by side (pytest-xdist), often from one working directory.
+    with tempfile.NamedTemporaryFile("w", prefix="probe-args-", suffix=".json") as args_file:
+        json.dump({"ANSIBLE_MODULE_ARGS": args}, args_file)
+        args_file.flush()
+        done = subprocess.run([sys.executable, str(MODULE), args_file.name], capture_output=True, text=True,
                               check=False, cwd=cwd, env=dict(os.environ, PYTHONPATH=str(COLLECTIONS)))
-    finally:
-        args_file.unlink()
     result = json.loads(done.stdout)
     assert done.returncode == (1 if result.get("failed") else 0), done.stderr
     return result

@@ -10,14 +10,14 @@ only tries to join with a token signed by another secret.
 """
 import asyncio
 import json
-import math
 import sys
 
 from livekit import api, rtc
 from livekit.rtc._proto import stats_pb2
+from rtc_tone import SAMPLE_RATE, publish_tone_track, send_tone
 
-SAMPLE_RATE = 48000
-FRAME_MS = 10
+# Loud enough that the listener's peak level tells the tone from silence.
+TONE_AMPLITUDE = 12000
 
 
 def token(given, identity, secret):
@@ -61,18 +61,6 @@ def selected_local_candidates(stats):
     return chosen
 
 
-async def publish_tone(source, stop):
-    samples = SAMPLE_RATE * FRAME_MS // 1000
-    phase = 0
-    while not stop.is_set():
-        frame = rtc.AudioFrame.create(SAMPLE_RATE, 1, samples)
-        data = frame.data
-        for i in range(samples):
-            data[i] = int(12000 * math.sin(2 * math.pi * 440 * (phase + i) / SAMPLE_RATE))
-        phase += samples
-        await source.capture_frame(frame)
-
-
 async def check_media(given):
     publisher, listener = rtc.Room(), rtc.Room()
     options = room_options(given["relay"])
@@ -97,12 +85,9 @@ async def check_media(given):
 
     await listener.connect(given["url"], token(given, "listener", given["secret"]), options)
     await publisher.connect(given["url"], token(given, "publisher", given["secret"]), options)
-    source = rtc.AudioSource(SAMPLE_RATE, 1)
-    track = rtc.LocalAudioTrack.create_audio_track("tone", source)
-    await publisher.local_participant.publish_track(
-        track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
+    source = await publish_tone_track(publisher)
     stop = asyncio.Event()
-    tone = asyncio.ensure_future(publish_tone(source, stop))
+    tone = asyncio.ensure_future(send_tone(source, stop, TONE_AMPLITUDE))
     error = ""
     try:
         await asyncio.wait_for(enough.wait(), timeout=given.get("timeout", 45))

@@ -6,13 +6,12 @@ Prints {"received": N, "publisher_url": ..., "subscriber_url": ...}.
 """
 import asyncio
 import json
-import math
 import sys
 
 from livekit import api, rtc
+from rtc_tone import SAMPLE_RATE, publish_tone_track, send_tone
 
-SAMPLE_RATE = 48000
-SAMPLES_PER_FRAME = 480  # 10 ms
+TONE_AMPLITUDE = 8000
 
 
 def token(spec, identity):
@@ -21,17 +20,7 @@ def token(spec, identity):
 
 
 async def publish(room, stop):
-    source = rtc.AudioSource(SAMPLE_RATE, 1)
-    track = rtc.LocalAudioTrack.create_audio_track("tone", source)
-    await room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
-    phase = 0
-    while not stop.is_set():
-        frame = rtc.AudioFrame.create(SAMPLE_RATE, 1, SAMPLES_PER_FRAME)
-        samples = frame.data
-        for i in range(SAMPLES_PER_FRAME):
-            samples[i] = int(8000 * math.sin(2 * math.pi * 440 * (phase + i) / SAMPLE_RATE))
-        phase += SAMPLES_PER_FRAME
-        await source.capture_frame(frame)
+    await send_tone(await publish_tone_track(room), stop, TONE_AMPLITUDE)
 
 
 async def main():

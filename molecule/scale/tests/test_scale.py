@@ -37,6 +37,8 @@ REPLICAS = {name: Letta(GROUP_VARS["stack_letta_port"], address=ADDRESS[name], p
 LIVEKIT_PORT = 7880
 AGENTS_PYTHON = "/opt/livekit-agents/venv/bin/python"
 LETTA_PYTHON = "/opt/letta/current/venv/bin/python"
+SHARED = PROJECT / "molecule" / "_shared"
+SHARED_IMPORTS = {"rtc_audio.py": ["rtc_tone.py"]}
 AGENT_NAME = yaml.safe_load((PROJECT / "inventories" / "scaled" / "group_vars" / "livekit.yml").read_text())[
     "livekit_agents_environment"]["AGENT_NAME"]
 # What earlier tests made, for the later ones (the tests run in file order).
@@ -60,7 +62,9 @@ def run_in_box(name, script, spec, timeout=120):
     """A script of files/ run by `python` inside box `name`, the JSON spec on stdin; its JSON answer."""
     host = box(name)
     remote = f"/root/{script}"
-    host.run(f"cat > {remote} <<'SCRIPT'\n{(SCENARIO / 'files' / script).read_text()}\nSCRIPT")
+    # Beside the script, the molecule/_shared modules it imports.
+    for source in [SCENARIO / "files" / script, *(SHARED / module for module in SHARED_IMPORTS.get(script, []))]:
+        host.run(f"cat > /root/{source.name} <<'SCRIPT'\n{source.read_text()}\nSCRIPT")
     python = AGENTS_PYTHON if script == "rtc_audio.py" else LETTA_PYTHON
     result = host.run(f"timeout {timeout} {python} {remote} <<'SPEC'\n{json.dumps(spec)}\nSPEC")
     assert result.rc == 0, result.stderr[-3000:]
