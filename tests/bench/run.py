@@ -169,11 +169,13 @@ def profile_top(output):
     return [{"task": task.strip(), "s": float(secs)} for task, secs in rows][:10]
 
 
-def stack(runs, workdir, mirror):
+def stack(runs, workdir, mirror, before_each_fresh=None):
     write_secrets(workdir / "secrets.yml")
     fresh = []
     try:
         for i in range(runs):
+            if before_each_fresh:
+                before_each_fresh(i)
             box = create_box("bench-stack")
             converge = Stack(workdir, mirror, box)
             elapsed, output = converge.play("site.yml")
@@ -222,25 +224,26 @@ def script_environment():
     return " ".join(f"{k}={v}" for k, v in env.items())
 
 
+def script_once(i, workdir, mirror):
+    box = create_box("bench-script")
+    try:
+        root = CACHE / "boxes" / "bench-script" / "root" / "root" / "bench"
+        root.mkdir(parents=True)
+        for src, name in script_inputs(mirror).items():
+            (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
+        elapsed, result = timed([str(BOX), "ssh", "bench-script", f"{script_environment()} bash /root/bench/plain-stack.sh"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        (workdir / f"script-{i}.log").write_text(result.stdout)
+        if result.returncode != 0:
+            sys.exit("bench: plain-stack.sh failed:\n" + "\n".join(result.stdout.splitlines()[-30:]))
+        print(f"bench: plain script {i + 1}: {elapsed:.1f} s", file=sys.stderr)
+        return elapsed
+    finally:
+        destroy_box("bench-script")
+
+
 def script(runs, workdir, mirror):
-    samples = []
-    for i in range(runs):
-        box = create_box("bench-script")
-        try:
-            root = CACHE / "boxes" / "bench-script" / "root" / "root" / "bench"
-            root.mkdir(parents=True)
-            for src, name in script_inputs(mirror).items():
-                (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
-            elapsed, result = timed([str(BOX), "ssh", "bench-script", f"{script_environment()} bash /root/bench/plain-stack.sh"],
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            (workdir / f"script-{i}.log").write_text(result.stdout)
-            if result.returncode != 0:
-                sys.exit("bench: plain-stack.sh failed:\n" + "\n".join(result.stdout.splitlines()[-30:]))
-            samples.append(elapsed)
-            print(f"bench: plain script {i + 1}/{runs}: {elapsed:.1f} s", file=sys.stderr)
-        finally:
-            destroy_box("bench-script")
-    return {"plain_script_s": summary(samples)}
+    return {"plain_script_s": summary([script_once(i, workdir, mirror) for i in range(runs)])}
 
 
 def table(report):
@@ -260,6 +263,9 @@ def table(report):
     for what, figures, goal in rows:
         if figures:
             lines.append(f"| {what:<45} | {figures['min']:>6} | {figures['median']:>6} | {goal:<16} |")
+    if "fresh_vs_script_pairs" in stack_report:
+        lines.append("\nfresh converge / the script run just before it: "
+                     + ", ".join(f"{r:.2f}x" for r in stack_report["fresh_vs_script_pairs"]))
     if "fresh_profile_top10" in stack_report:
         lines.append("\nfresh converge, slowest tasks (profile_tasks, last run):")
         lines += [f"  {row['s']:6.2f} s  {row['task']}" for row in stack_report["fresh_profile_top10"]]
@@ -296,9 +302,18 @@ def main():
             workdir = pathlib.Path(tmp)
             mirror = Mirror(workdir)
             try:
-                if "script" in parts:
+                if "script" in parts and "stack" in parts:
+                    # Each fresh converge right after a script run: the machine's
+                    # speed drifts over minutes, and the ratio compares pairs.
+                    script_runs = []
+                    report["stack"] = stack(args.runs, workdir, mirror,
+                                            lambda i: script_runs.append(script_once(i, workdir, mirror)))
+                    report["script"] = {"plain_script_s": summary(script_runs)}
+                    pairs = zip(report["stack"]["fresh_converge_s"]["runs"], report["script"]["plain_script_s"]["runs"])
+                    report["stack"]["fresh_vs_script_pairs"] = [round(fresh / plain, 2) for fresh, plain in pairs]
+                elif "script" in parts:
                     report["script"] = script(args.runs, workdir, mirror)
-                if "stack" in parts:
+                elif "stack" in parts:
                     report["stack"] = stack(args.runs, workdir, mirror)
             finally:
                 mirror.stop()
