@@ -7,16 +7,20 @@
 # by run.py; versions and ports come from the environment run.py sets.
 set -euo pipefail
 cd /root/bench
+# Marks where each step starts, for run.py's "where the time goes".
+phase() { echo "phase $1 $EPOCHREALTIME"; }
 : "${LETTA_VERSION:?}" "${LIVEKIT_VERSION:?}" "${PG_PORT:?}" "${LETTA_PORT:?}" "${LIVEKIT_PORT:?}" "${LIVEKIT_UDP_PORT:?}"
 export DEBIAN_FRONTEND=noninteractive
 PG_PASSWORD=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
 export UV_CACHE_DIR=/var/cache/python-venv/uv SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
        UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1 UV_LINK_MODE=copy
 
+phase packages
 apt-get update -qq
 apt-get install -y -qq postgresql-17 postgresql-17-pgvector python3-psycopg2 acl pgbackrest \
   gcc python3-dev libpq-dev python3-pip python3-venv python3-packaging >/dev/null
 
+phase postgresql
 sed -i "s/^#\?port = .*/port = $PG_PORT/; s/^#\?listen_addresses = .*/listen_addresses = '127.0.0.1'/" \
   /etc/postgresql/17/main/postgresql.conf
 printf "archive_mode = on\narchive_command = 'pgbackrest --stanza=letta archive-push %%p'\n" \
@@ -34,6 +38,7 @@ CREATE EXTENSION vector;
 SQL
 runuser -u postgres -- pgbackrest --stanza=letta stanza-create
 
+phase letta-venv
 python3 -m venv /opt/python-venv-tools
 hashes=$(sed -n '/^_python_venv_uv_wheel_sha256:/,/^[^ ]/s/^ *- \([0-9a-f]\{64\}\)$/ --hash=sha256:\1/p' vars-python_venv.yml | tr -d '\n')
 echo "uv==0.13.8$hashes" >/opt/python-venv-tools/uv-requirement.txt
@@ -50,6 +55,7 @@ message_py=$(echo /opt/letta/current/venv/lib/python3*/site-packages/letta/orm/m
 sed -i 's/INSERT OR IGNORE INTO message_sequence (id, next_val) SELECT 1, COALESCE(MAX(sequence_id), 0) + 1 FROM messages/INSERT INTO message_sequence (id, next_val) SELECT 1, COALESCE(MAX(sequence_id), 0) + 1 FROM messages WHERE true ON CONFLICT (id) DO NOTHING/; s/database_engine is DatabaseChoice/database_engine == DatabaseChoice/' \
   "$message_py"
 
+phase letta-schema
 sdist=/opt/letta/src/letta-$LETTA_VERSION.tar.gz
 python3 -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
   "$(python3 find-sdist-url.py letta "letta-$LETTA_VERSION.tar.gz")" "$sdist"
@@ -61,6 +67,7 @@ install -d -m 0750 -g letta /etc/letta
 chgrp letta /etc/letta/letta.env
 (cd "/opt/letta/src/letta-$LETTA_VERSION" && set -a && . /etc/letta/letta.env && set +a \
   && runuser -u letta -- env LETTA_PG_URI="$LETTA_PG_URI" HOME=/var/lib/letta /opt/letta/current/venv/bin/alembic upgrade head >/dev/null 2>&1)
+phase letta-start-and-backup-timers
 # A unit from stdin, started now and at boot.
 run_unit() {
   cat >"/etc/systemd/system/$1"
@@ -94,6 +101,7 @@ done
 systemctl daemon-reload
 systemctl enable -q --now pgbackrest-backup-full.timer pgbackrest-backup-diff.timer
 
+phase livekit
 # Letta starts in the background (about 20 s) while LiveKit goes in.
 useradd --system --no-create-home --shell /usr/sbin/nologin livekit
 archive=livekit_${LIVEKIT_VERSION}_linux_amd64.tar.gz
@@ -129,10 +137,12 @@ Restart=always
 WantedBy=multi-user.target
 EOF
 
+phase agents-venv
 mkdir -p /opt/livekit-agents
 $uv venv -q --python /usr/bin/python3 /opt/livekit-agents/venv
 $uv pip sync -q --python /opt/livekit-agents/venv/bin/python --require-hashes "agents-locks/livekit-agents-$AGENTS_VERSION.txt"
 
+phase wait-for-health
 wait_for() {
   local url=$1 deadline=$((SECONDS + 120))
   until python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$url" 2>/dev/null; do
@@ -142,4 +152,5 @@ wait_for() {
 }
 wait_for "http://127.0.0.1:$LIVEKIT_PORT/"
 wait_for "http://127.0.0.1:$LETTA_PORT/v1/health/"
+phase end
 echo "plain-stack: healthy"

@@ -143,14 +143,14 @@ class Stack:
         self.extra = ["-e", f"@{VALUES}", "-e", f"@{workdir / 'secrets.yml'}",
                       "-e", f"livekit_download_base_url={mirror.base_url}"]
 
-    def play(self, playbook, *args):
+    def play(self, label, playbook, *args):
         # profile_tasks' own cost is a few milliseconds per task.
         env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks",
                    PROFILE_TASKS_TASK_OUTPUT_LIMIT="10")
         argv = ["ansible-playbook", "-i", str(ROOT / "inventories" / "local"), "-i", str(self.inventory),
                 str(ROOT / "playbooks" / playbook), *self.extra, *args]
         elapsed, result = timed(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        log = self.workdir / f"{playbook}-{len(list(self.workdir.glob('*.log')))}.log"
+        log = self.workdir / f"{label}-{len(list(self.workdir.glob(f'{label}-*.log'))) + 1}.log"
         log.write_text(result.stdout)
         if result.returncode != 0:
             sys.exit(f"bench: {playbook} {' '.join(args)} failed (exit {result.returncode}); log: {log}\n"
@@ -169,6 +169,32 @@ def profile_top(output):
     return [{"task": task.strip(), "s": float(secs)} for task, secs in rows][:10]
 
 
+def profile_by_play(output, elapsed):
+    """Seconds per play, from profile_tasks' running total at each play's first task."""
+    starts, play = [], None
+    for line in output.split("TASKS RECAP")[0].splitlines():
+        header = re.match(r"^PLAY \[(.+?)\] \*", line)
+        if header:
+            play = header.group(1)
+            continue
+        clock = re.search(r"\) +(\d+):(\d+):(\d+\.\d+) \*+ *$", line)
+        if clock and play:
+            hours, minutes, seconds = clock.groups()
+            starts.append((play, int(hours) * 3600 + int(minutes) * 60 + float(seconds)))
+            play = None
+    recap = re.search(r"^TASKS RECAP.*\n.*\) +(\d+):(\d+):(\d+\.\d+) \*+ *$", output, re.M)
+    end = int(recap.group(1)) * 3600 + int(recap.group(2)) * 60 + float(recap.group(3))
+    rows = [("start-up, before the first task", elapsed - end)]
+    rows += [(name, following - start) for (name, start), (_, following) in zip(starts, starts[1:] + [(None, end)])]
+    return [{"part": name, "s": round(secs, 1)} for name, secs in rows]
+
+
+def script_phases(output):
+    """plain-stack.sh's 'phase NAME EPOCH' marks as seconds per phase."""
+    marks = [(name, float(at)) for name, at in re.findall(r"^phase (\S+) (\d+\.\d+)$", output, re.M)]
+    return [{"part": name, "s": round(following - at, 1)} for (name, at), (_, following) in zip(marks, marks[1:])]
+
+
 def stack(runs, workdir, mirror, before_each_fresh=None):
     write_secrets(workdir / "secrets.yml")
     fresh = []
@@ -178,18 +204,20 @@ def stack(runs, workdir, mirror, before_each_fresh=None):
                 before_each_fresh(i)
             box = create_box("bench-stack")
             converge = Stack(workdir, mirror, box)
-            elapsed, output = converge.play("site.yml")
+            elapsed, output = converge.play("fresh", "site.yml")
             fresh.append(elapsed)
             fresh_top = profile_top(output)
+            fresh_plays = profile_by_play(output, elapsed)
             print(f"bench: fresh converge {i + 1}/{runs}: {elapsed:.1f} s {recap(output)}", file=sys.stderr)
             if i < runs - 1:
                 destroy_box("bench-stack")
-        report = {"fresh_converge_s": summary(fresh), "fresh_profile_top10": fresh_top}
+        report = {"fresh_converge_s": summary(fresh), "fresh_profile_top10": fresh_top, "fresh_by_play": fresh_plays}
         for key, playbook, args in (("noop_s", "site.yml", ()), ("check_s", "site.yml", ("--check",)),
                                     ("patch_s", "patch.yml", ())):
+            label = key.removesuffix("_s")
             samples, last = [], ""
             for _run in range(runs):
-                elapsed, last = converge.play(playbook, *args)
+                elapsed, last = converge.play(label, playbook, *args)
                 samples.append(elapsed)
             report[key] = summary(samples) | recap(last)
             if key == "noop_s":
@@ -233,17 +261,22 @@ def script_once(i, workdir, mirror):
             (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
         elapsed, result = timed([str(BOX), "ssh", "bench-script", f"{script_environment()} bash /root/bench/plain-stack.sh"],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        (workdir / f"script-{i}.log").write_text(result.stdout)
+        (workdir / f"script-{i + 1}.log").write_text(result.stdout)
         if result.returncode != 0:
             sys.exit("bench: plain-stack.sh failed:\n" + "\n".join(result.stdout.splitlines()[-30:]))
         print(f"bench: plain script {i + 1}: {elapsed:.1f} s", file=sys.stderr)
-        return elapsed
+        return elapsed, script_phases(result.stdout)
     finally:
         destroy_box("bench-script")
 
 
+def script_report(results):
+    """The runs' seconds, and the last run's phases (paired with the last fresh converge)."""
+    return {"plain_script_s": summary([elapsed for elapsed, _ in results]), "phases": results[-1][1]}
+
+
 def script(runs, workdir, mirror):
-    return {"plain_script_s": summary([script_once(i, workdir, mirror) for i in range(runs)])}
+    return script_report([script_once(i, workdir, mirror) for i in range(runs)])
 
 
 def table(report):
@@ -269,6 +302,12 @@ def table(report):
     if "fresh_profile_top10" in stack_report:
         lines.append("\nfresh converge, slowest tasks (profile_tasks, last run):")
         lines += [f"  {row['s']:6.2f} s  {row['task']}" for row in stack_report["fresh_profile_top10"]]
+    if "phases" in script_report:
+        lines.append("\nwhere the time goes, plain script (last run, s):")
+        lines += [f"  {row['s']:6.1f}  {row['part']}" for row in script_report["phases"]]
+    if "fresh_by_play" in stack_report:
+        lines.append("\nwhere the time goes, fresh converge by play (last run, s):")
+        lines += [f"  {row['s']:6.1f}  {row['part']}" for row in stack_report["fresh_by_play"]]
     if "noop_s" in stack_report:
         lines.append(f"\nno-op re-run: {stack_report['noop_tasks']} tasks, changed={stack_report['noop_s']['changed']}; "
                      "slowest (profile_tasks):")
@@ -308,7 +347,7 @@ def main():
                     script_runs = []
                     report["stack"] = stack(args.runs, workdir, mirror,
                                             lambda i: script_runs.append(script_once(i, workdir, mirror)))
-                    report["script"] = {"plain_script_s": summary(script_runs)}
+                    report["script"] = script_report(script_runs)
                     pairs = zip(report["stack"]["fresh_converge_s"]["runs"], report["script"]["plain_script_s"]["runs"])
                     report["stack"]["fresh_vs_script_pairs"] = [round(fresh / plain, 2) for fresh, plain in pairs]
                 elif "script" in parts:
