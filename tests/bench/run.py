@@ -185,14 +185,16 @@ def profile_by_play(output, elapsed):
     recap = re.search(r"^TASKS RECAP.*\n.*\) +(\d+):(\d+):(\d+\.\d+) \*+ *$", output, re.M)
     end = int(recap.group(1)) * 3600 + int(recap.group(2)) * 60 + float(recap.group(3))
     rows = [("start-up, before the first task", elapsed - end)]
-    rows += [(name, following - start) for (name, start), (_, following) in zip(starts, starts[1:] + [(None, end)])]
+    ends = [start for _name, start in starts[1:]] + [end]
+    rows += [(name, until - start) for (name, start), until in zip(starts, ends)]
     return [{"part": name, "s": round(secs, 1)} for name, secs in rows]
 
 
 def script_phases(output):
     """plain-stack.sh's 'phase NAME EPOCH' marks as seconds per phase."""
     marks = [(name, float(at)) for name, at in re.findall(r"^phase (\S+) (\d+\.\d+)$", output, re.M)]
-    return [{"part": name, "s": round(following - at, 1)} for (name, at), (_, following) in zip(marks, marks[1:])]
+    ends = [at for _name, at in marks[1:]]
+    return [{"part": name, "s": round(until - at, 1)} for (name, at), until in zip(marks, ends)]
 
 
 def stack(runs, workdir, mirror, before_each_fresh=None):
@@ -272,7 +274,7 @@ def script_once(i, workdir, mirror):
 
 def script_report(results):
     """The runs' seconds, and the last run's phases (paired with the last fresh converge)."""
-    return {"plain_script_s": summary([elapsed for elapsed, _ in results]), "phases": results[-1][1]}
+    return {"plain_script_s": summary([elapsed for elapsed, _phases in results]), "phases": results[-1][1]}
 
 
 def script(runs, workdir, mirror):
