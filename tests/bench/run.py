@@ -169,21 +169,32 @@ def profile_top(output):
     return [{"task": task.strip(), "s": float(secs)} for task, secs in rows][:10]
 
 
+# profile_tasks' line at each task's start ends with the run's total so far:
+# "Friday 27 November 2026  00:56:39 +0000 (0:00:42.015)       0:00:48.217 ****".
+RUNNING_TOTAL = re.compile(r"\) +(\d+):(\d+):(\d+\.\d+) \*+ *$")
+
+
+def running_total(line):
+    """Seconds since the run began, read from a profile_tasks line; None for any other line."""
+    match = RUNNING_TOTAL.search(line)
+    if not match:
+        return None
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
 def profile_by_play(output, elapsed):
     """Seconds per play, from profile_tasks' running total at each play's first task."""
+    body, _marker, closing = output.partition("TASKS RECAP")
     starts, play = [], None
-    for line in output.split("TASKS RECAP")[0].splitlines():
+    for line in body.splitlines():
         header = re.match(r"^PLAY \[(.+?)\] \*", line)
         if header:
             play = header.group(1)
-            continue
-        clock = re.search(r"\) +(\d+):(\d+):(\d+\.\d+) \*+ *$", line)
-        if clock and play:
-            hours, minutes, seconds = clock.groups()
-            starts.append((play, int(hours) * 3600 + int(minutes) * 60 + float(seconds)))
+        elif play and running_total(line) is not None:
+            starts.append((play, running_total(line)))
             play = None
-    recap = re.search(r"^TASKS RECAP.*\n.*\) +(\d+):(\d+):(\d+\.\d+) \*+ *$", output, re.M)
-    end = int(recap.group(1)) * 3600 + int(recap.group(2)) * 60 + float(recap.group(3))
+    end = next(total for total in map(running_total, closing.splitlines()) if total is not None)
     rows = [("start-up, before the first task", elapsed - end)]
     ends = [start for _name, start in starts[1:]] + [end]
     rows += [(name, until - start) for (name, start), until in zip(starts, ends)]
