@@ -61,7 +61,6 @@ class ActionModule(ActionBase):
                 failures.append(f"{label}: the check itself failed to evaluate: {error.message}")
         if failures:
             result["failed"] = True
-            result["failures"] = failures
             result["msg"] = failures[0] if len(failures) == 1 else (
                 f"{len(failures)} checks failed:\n" + "\n".join(f"- {text}" for text in failures))
         else:

@@ -91,12 +91,10 @@ EXAMPLES = r"""
 
 RETURN = r"""
 msg:
-  description: The one failing message, or a list of all of them, or how many checks applied and passed.
+  description:
+    - When one check failed, its message; when several did, how many, then each message on a line of its own
+      starting with C(- ), in the order of the checks.
+    - When none failed, how many checks applied and passed.
   returned: always
   type: str
-failures:
-  description: The message of each check that failed, in order.
-  returned: failed
-  type: list
-  elements: str
 """

@@ -94,6 +94,8 @@ BAD_INPUT = {
     "letta env redirects the database": ({"letta_environment": {"LETTA_PG_URI": "postgresql://a:b@c/d"}},
                                          ["letta_environment", "LETTA_PG_URI"]),
     "letta not a server release": ({"letta_version": "0.34.1"}, ["letta_version"]),
+    "letta provider key placeholder": ({"letta_openai_api_key": "sk-..."}, ["letta_openai_api_key", "OPENAI_API_KEY"]),
+    "letta provider key too short": ({"letta_anthropic_api_key": "Short-key-7"}, ["letta_anthropic_api_key"]),
     "letta exposed without password": ({"letta_host": "0.0.0.0"}, ["letta_host", "letta_server_password"]),
     "livekit short secret": ({"livekit_api_secret": "too-short"}, ["livekit_api_secret"]),
     "livekit sha256 format": ({"livekit_archive_sha256": "abc123"}, ["livekit_archive_sha256"]),
@@ -167,6 +169,16 @@ def test_bad_input_is_refused_before_any_host_is_contacted(tmp_path, case):
     overrides, names = BAD_INPUT[case]
     rc, out = run_site(one_box(tmp_path, **overrides))
     assert_refused_untouched(rc, out, *names)
+
+
+def test_every_mistake_of_a_role_is_named_in_one_failure(tmp_path):
+    bad_key = "Placeholder key with spaces"
+    rc, out = run_site(one_box(tmp_path, letta_port=80, letta_server_password="short",
+                               letta_encryption_key="changeme", letta_openai_api_key=bad_key))
+    assert_refused_untouched(rc, out, "letta_port", "letta_server_password", "letta_encryption_key",
+                             "letta_openai_api_key", "4 checks failed")
+    # The keys are secrets: a failure names them, never shows them.
+    assert bad_key not in out
 
 
 # A scaled layout (inventories/scaled): db1 holds the database, Redis and the
