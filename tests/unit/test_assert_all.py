@@ -41,7 +41,7 @@ def run(tmp_path, checks, variables):
 
 def test_every_failing_check_is_named_in_order(tmp_path):
     result = run(tmp_path, CHECKS, {"port_number": 80, "uri": "a/b", "uri_parts": "{{ uri.split('/') }}",
-                                       "items_given": [1, 2]})
+                                    "items_given": [1, 2]})
     assert result["failed"] is True
     head, *failures = result["msg"].split("\n")
     assert head == "4 checks failed:"
@@ -55,7 +55,7 @@ def test_every_failing_check_is_named_in_order(tmp_path):
 def test_valid_input_passes_and_skipped_checks_are_not_counted(tmp_path):
     checks = [check for check in CHECKS if check["name"] != "the misspelt variable"]
     result = run(tmp_path, checks, {"port_number": 8080, "uri": "a/c", "uri_parts": "{{ uri.split('/') }}",
-                                       "items_given": [1, 2, 3]})
+                                    "items_given": [1, 2, 3]})
     assert result.get("failed") is not True
     assert result["changed"] is False
     assert result["msg"] == "all 4 checks that apply passed"
