@@ -19,7 +19,6 @@ def as_list(value):
 
 class ActionModule(ActionBase):
     _requires_connection = False
-    _supports_check_mode = True
     _VALID_ARGS = frozenset(("checks",))
 
     @classmethod

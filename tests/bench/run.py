@@ -191,9 +191,11 @@ def profile_by_play(output, elapsed):
         header = re.match(r"^PLAY \[(.+?)\] \*", line)
         if header:
             play = header.group(1)
-        elif play and running_total(line) is not None:
-            starts.append((play, running_total(line)))
-            play = None
+        elif play:
+            total = running_total(line)
+            if total is not None:
+                starts.append((play, total))
+                play = None
     end = next(total for total in map(running_total, closing.splitlines()) if total is not None)
     rows = [("start-up, before the first task", elapsed - end)]
     ends = [start for _name, start in starts[1:]] + [end]
