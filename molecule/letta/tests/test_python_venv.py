@@ -69,3 +69,42 @@ def test_uv_is_installed_only_from_a_wheel_with_a_known_hash(host):
                       "-r /root/uv-wrong.txt; rc=$?; rm -f /root/uv-wrong.txt; exit $rc")
     assert result.rc != 0
     assert "DO NOT MATCH THE HASHES" in result.stderr + result.stdout
+
+
+def background(path, lock):
+    """One run of venv_background.yml: start the sync, other work, the call that waits."""
+    return run_playbook("venv_background.yml", json_output=True,
+                        extra_vars=[{"probe_venv_path": path, "probe_lock": lock}])
+
+
+@pytest.fixture
+def background_venv(host):
+    host.run("rm -rf /opt/probe-background /opt/probe-background.lock.txt")
+    yield "/opt/probe-background"
+    host.run("rm -rf /opt/probe-background /opt/probe-background.lock.txt")
+
+
+def test_a_background_sync_is_finished_by_the_next_call(host, background_venv):
+    run = background(background_venv, "probe-two.txt")
+    assert run.rc == 0, run.tail(3000)
+    job = run.task_results("Start making the venv match the lock in the background")[0]["ansible_job_id"]
+    # The starting call returns at once and leaves the result to the call that waits.
+    assert run.task_results("Show what the start left")[0]["msg"]["result_set"] is False
+    waited = run.task_results("Wait for the background sync to finish")[0]
+    assert waited["finished"] == 1 and waited["changed"] is True, waited
+    result = run.task_results("Show the result")[0]["python_venv_result"]
+    assert result["changed"] is True and result["packages"] == {"idna": "3.10", "six": "1.17.0"}
+    # One sync: the waiting call did not build the venv again.
+    assert all(r.get("skipped") for r in run.task_results("Make the venv match the lock"))
+    assert not host.file(f"/root/.ansible_async/{job}").exists
+    # It left the sync record: a plain call finds the venv as locked.
+    again, recap = probe(background_venv, "probe-two.txt")
+    assert again["changed"] is False and recap["changed"] == 0
+
+
+def test_a_failed_background_sync_fails_the_call_that_waits(host, background_venv):
+    run = background(background_venv, "probe-missing.txt")
+    assert run.rc != 0
+    failed = run.task_results("Wait for the background sync to finish")[0]
+    assert failed.get("failed") is True and "idna" in failed["stderr"], failed
+    assert run.task_results("Show the result") == []

@@ -1,0 +1,201 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, Hybridstack Maintainers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: write_files
+short_description: Write several small files with their owner, group and mode in one round trip
+version_added: 0.1.0
+description:
+  - Makes each listed file hold exactly the given content, with the given owner, group and mode, and reports
+    which files changed. One call replaces a M(ansible.builtin.copy) or M(ansible.builtin.template) task per file,
+    each of which costs two module calls and a file transfer.
+  - A new or changed file is written to a temporary file in its own directory that already has its final owner,
+    group and mode, then renamed over the old one; so no reader ever sees a partial file, and a file with a
+    secret is never readable by others, not even for a moment. An unchanged file keeps its content; only a
+    differing owner, group or mode is corrected.
+  - The content travels as a module argument, so it shows in the task's invocation at high verbosity and in
+    C(--diff) output, as a template's would; a task writing a secret sets C(no_log), which hides both.
+  - Content is text; render templates on the controller with P(ansible.builtin.template#lookup).
+  - The parent directory, the owner and the group must exist; in check mode a missing one (which an earlier task
+    would have created) only makes the file count as changed. SELinux contexts are not managed (the collection
+    targets Debian).
+author:
+  - Hybridstack Maintainers (@hybridstack)
+options:
+  files:
+    description: The files to write, in order.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      path:
+        description: Absolute path of the file on the host.
+        type: path
+        required: true
+      content:
+        description: The whole content of the file.
+        type: str
+        required: true
+      owner:
+        description: Owner of the file.
+        type: str
+        default: root
+      group:
+        description: Group of the file.
+        type: str
+        default: root
+      mode:
+        description: Mode of the file, as an octal string such as C("0640").
+        type: str
+        default: "0644"
+attributes:
+  check_mode:
+    support: full
+    description: Reports which files would change and writes nothing.
+  diff_mode:
+    support: full
+    description: Shows each changed file's old and new content (set C(no_log) on a task whose files hold secrets).
+"""
+
+EXAMPLES = r"""
+- name: Write the backup service and its timers
+  hybridstack.letta_livekit.write_files:
+    files:
+      - path: /etc/systemd/system/backup@.service
+        content: "{{ lookup('ansible.builtin.template', 'backup@.service.j2') }}"
+      - path: /etc/systemd/system/backup-full.timer
+        content: "{{ lookup('ansible.builtin.template', 'backup-full.timer.j2') }}"
+  register: units_written
+  notify: reload systemd
+"""
+
+RETURN = r"""
+changed_paths:
+  description: The files whose content, owner, group or mode this call changed (or would change in check mode).
+  returned: always
+  type: list
+  elements: str
+"""
+
+import grp
+import os
+import pwd
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def read_bytes(path):
+    try:
+        with open(path, "rb") as current:
+            return current.read()
+    except FileNotFoundError:
+        return None
+
+
+def wanted_ids(module, spec):
+    """uid, gid and mode asked for; in check mode an owner or group an earlier task would create is None."""
+    try:
+        mode = int(spec["mode"], 8)
+    except ValueError:
+        module.fail_json(msg=f"{spec['path']}: mode {spec['mode']!r} is not an octal number such as '0640'")
+    if not 0 <= mode <= 0o7777:
+        module.fail_json(msg=f"{spec['path']}: mode {spec['mode']!r} is out of range")
+    ids = []
+    for kind, name, find in (("user", spec["owner"], lambda n: pwd.getpwnam(n).pw_uid),
+                             ("group", spec["group"], lambda n: grp.getgrnam(n).gr_gid)):
+        try:
+            ids.append(find(name))
+        except KeyError:
+            if not module.check_mode:
+                module.fail_json(msg=f"{spec['path']}: no {kind} named {name} on the host")
+            ids.append(None)
+    return ids[0], ids[1], mode
+
+
+def replace(path, data, uid, gid, mode):
+    """Write data beside path with its final owner and mode, then rename it over path."""
+    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            os.fchown(out.fileno(), uid, gid)
+            os.fchmod(out.fileno(), mode)
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def attributes_differ(path, uid, gid, mode):
+    seen = os.stat(path)
+    return (seen.st_uid, seen.st_gid, seen.st_mode & 0o7777) != (uid, gid, mode)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "files": {
+                "type": "list", "elements": "dict", "required": True,
+                "options": {
+                    "path": {"type": "path", "required": True},
+                    "content": {"type": "str", "required": True},
+                    "owner": {"type": "str", "default": "root"},
+                    "group": {"type": "str", "default": "root"},
+                    "mode": {"type": "str", "default": "0644"},
+                },
+            },
+        },
+        supports_check_mode=True,
+    )
+    changed_paths, diffs = [], []
+    for spec in module.params["files"]:
+        path = spec["path"]
+        if not os.path.isabs(path):
+            module.fail_json(msg=f"{path}: the path must be absolute")
+        uid, gid, mode = wanted_ids(module, spec)
+        if not os.path.isdir(os.path.dirname(path)):
+            # In check mode the task that would create it did not run.
+            if not module.check_mode:
+                module.fail_json(msg=f"{path}: its directory does not exist")
+            current = None
+        else:
+            current = read_bytes(path)
+        data = spec["content"].encode("utf-8")
+        content_differs = current != data
+        if not content_differs and not attributes_differ(path, uid, gid, mode):
+            continue
+        changed_paths.append(path)
+        if module._diff and content_differs:
+            diffs.append({"before_header": path, "after_header": path,
+                          "before": "" if current is None else current.decode("utf-8", "replace"),
+                          "after": spec["content"]})
+        if module.check_mode:
+            continue
+        try:
+            if content_differs:
+                replace(path, data, uid, gid, mode)
+            else:
+                os.chown(path, uid, gid)
+                os.chmod(path, mode)
+        except OSError as error:
+            module.fail_json(msg=f"{path}: {error.strerror}", changed_paths=changed_paths)
+    result = {"changed": bool(changed_paths), "changed_paths": changed_paths}
+    if diffs:
+        result["diff"] = diffs
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

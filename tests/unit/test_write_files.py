@@ -1,0 +1,101 @@
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""write_files run by ansible-playbook against this machine, the way the roles use it."""
+
+import json
+import os
+import stat
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import COLLECTIONS, ROOT
+
+SECRET = "s3cret-value-never-shown"
+
+
+def run(tmp_path, files, *args, task_extra=None):
+    """One write_files task; its registered result, and the whole output."""
+    task = {"name": "Write", "hybridstack.letta_livekit.write_files": {"files": files}, "register": "result",
+            "ignore_errors": True}
+    task.update(task_extra or {})
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "hosts": "localhost", "gather_facts": False,
+        "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+        "tasks": [task, {"ansible.builtin.copy": {"content": "{{ result | to_json }}", "dest": str(tmp_path / "result.json")},
+                         "check_mode": False, "no_log": True}],
+    }]))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS),
+               ANSIBLE_NOCOLOR="1")
+    done = subprocess.run(["ansible-playbook", "-i", "localhost,", "-c", "local", str(playbook), *args],
+                          env=env, capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads((tmp_path / "result.json").read_text()), done.stdout + done.stderr
+
+
+def mode_of(path):
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def target(tmp_path):
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    return folder
+
+
+def test_writes_each_file_then_finds_them_as_asked(tmp_path, target):
+    files = [{"path": str(target / "a.conf"), "content": "port = 1\n"},
+             {"path": str(target / "b.env"), "content": f"KEY={SECRET}\n", "mode": "0640", "group": "nogroup"}]
+    first, _output = run(tmp_path, files)
+    assert first["changed"] is True and first["changed_paths"] == [f["path"] for f in files]
+    assert (target / "a.conf").read_text() == "port = 1\n" and mode_of(target / "a.conf") == 0o644
+    assert mode_of(target / "b.env") == 0o640 and (target / "b.env").stat().st_gid != 0
+    # No temporary file is left beside them.
+    assert sorted(p.name for p in target.iterdir()) == ["a.conf", "b.env"]
+
+    again, _output = run(tmp_path, files)
+    assert again["changed"] is False and again["changed_paths"] == []
+
+
+def test_only_the_differing_file_changes_and_attributes_alone_are_mended(tmp_path, target):
+    files = [{"path": str(target / "a.conf"), "content": "one\n"}, {"path": str(target / "b.conf"), "content": "two\n"}]
+    run(tmp_path, files)
+    (target / "a.conf").chmod(0o600)
+    inode = (target / "a.conf").stat().st_ino
+    files[1]["content"] = "two, changed\n"
+    result, output = run(tmp_path, files, "--diff")
+    assert result["changed_paths"] == [files[0]["path"], files[1]["path"]]
+    # a.conf kept its content and its inode: only its mode was set.
+    assert mode_of(target / "a.conf") == 0o644 and (target / "a.conf").stat().st_ino == inode
+    assert (target / "b.conf").read_text() == "two, changed\n"
+    assert "+two, changed" in output and "-two" in output
+
+
+def test_check_mode_reports_and_writes_nothing(tmp_path, target):
+    # The directory and the owner of the second file would come from earlier tasks of a real run.
+    files = [{"path": str(target / "new.conf"), "content": "x\n"},
+             {"path": str(target / "later" / "a.conf"), "content": "y\n", "owner": "not-created-yet"}]
+    result, _output = run(tmp_path, files, "--check")
+    assert result["changed"] is True and result["changed_paths"] == [f["path"] for f in files]
+    assert sorted(p.name for p in target.iterdir()) == []
+
+
+def test_a_no_log_task_shows_no_content_at_any_verbosity(tmp_path, target):
+    files = [{"path": str(target / "key"), "content": f"{SECRET}\n", "mode": "0600"}]
+    _result, output = run(tmp_path, files, "-vvvv", "--diff", task_extra={"no_log": True})
+    assert SECRET not in output
+    (target / "key").write_text("old-content\n")
+    _result, output = run(tmp_path, files, "-vvvv", "--diff", task_extra={"no_log": True})
+    assert SECRET not in output and "old-content" not in output
+    assert (target / "key").read_text() == f"{SECRET}\n" and mode_of(target / "key") == 0o600
+
+
+def test_a_missing_owner_or_directory_is_named(tmp_path, target):
+    result, _output = run(tmp_path, [{"path": str(target / "a"), "content": "", "owner": "no-such-user-here"}])
+    assert result["failed"] is True and "no user named no-such-user-here" in result["msg"]
+    result, _output = run(tmp_path, [{"path": str(target / "missing" / "a"), "content": ""}])
+    assert result["failed"] is True and "its directory does not exist" in result["msg"]
+    result, _output = run(tmp_path, [{"path": str(target / "a"), "content": "", "mode": "rw-r--r--"}])
+    assert result["failed"] is True and "is not an octal number" in result["msg"]
