@@ -93,12 +93,14 @@ import tempfile
 from ansible.module_utils.basic import AnsibleModule
 
 
-def read_bytes(path):
+def read_bytes(module, path):
     try:
         with open(path, "rb") as current:
             return current.read()
     except FileNotFoundError:
         return None
+    except IsADirectoryError:
+        module.fail_json(msg=f"{path}: a directory is in the way")
 
 
 def wanted_ids(module, spec):
@@ -171,7 +173,7 @@ def main():
                 module.fail_json(msg=f"{path}: its directory does not exist")
             current = None
         else:
-            current = read_bytes(path)
+            current = read_bytes(module, path)
         data = spec["content"].encode("utf-8")
         content_differs = current != data
         if not content_differs and not attributes_differ(path, uid, gid, mode):

@@ -92,10 +92,13 @@ def test_a_no_log_task_shows_no_content_at_any_verbosity(tmp_path, target):
     assert (target / "key").read_text() == f"{SECRET}\n" and mode_of(target / "key") == 0o600
 
 
-def test_a_missing_owner_or_directory_is_named(tmp_path, target):
+def test_a_missing_owner_or_directory_a_bad_mode_or_a_directory_in_the_way_is_named(tmp_path, target):
     result, _output = run(tmp_path, [{"path": str(target / "a"), "content": "", "owner": "no-such-user-here"}])
     assert result["failed"] is True and "no user named no-such-user-here" in result["msg"]
     result, _output = run(tmp_path, [{"path": str(target / "missing" / "a"), "content": ""}])
     assert result["failed"] is True and "its directory does not exist" in result["msg"]
     result, _output = run(tmp_path, [{"path": str(target / "a"), "content": "", "mode": "rw-r--r--"}])
     assert result["failed"] is True and "is not an octal number" in result["msg"]
+    (target / "taken").mkdir()
+    result, _output = run(tmp_path, [{"path": str(target / "taken"), "content": ""}])
+    assert result["failed"] is True and "a directory is in the way" in result["msg"]
