@@ -178,21 +178,20 @@ def main():
         content_differs = current != data
         if not content_differs and not attributes_differ(path, uid, gid, mode):
             continue
+        if not module.check_mode:
+            try:
+                if content_differs:
+                    replace(path, data, uid, gid, mode)
+                else:
+                    os.chown(path, uid, gid)
+                    os.chmod(path, mode)
+            except OSError as error:
+                module.fail_json(msg=f"{path}: {error.strerror}", changed=bool(changed_paths), changed_paths=changed_paths)
         changed_paths.append(path)
         if module._diff and content_differs:
             diffs.append({"before_header": path, "after_header": path,
                           "before": "" if current is None else current.decode("utf-8", "replace"),
                           "after": spec["content"]})
-        if module.check_mode:
-            continue
-        try:
-            if content_differs:
-                replace(path, data, uid, gid, mode)
-            else:
-                os.chown(path, uid, gid)
-                os.chmod(path, mode)
-        except OSError as error:
-            module.fail_json(msg=f"{path}: {error.strerror}", changed_paths=changed_paths)
     result = {"changed": bool(changed_paths), "changed_paths": changed_paths}
     if diffs:
         result["diff"] = diffs
