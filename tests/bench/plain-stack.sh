@@ -56,11 +56,7 @@ sed -i 's/INSERT OR IGNORE INTO message_sequence (id, next_val) SELECT 1, COALES
   "$message_py"
 
 phase letta-schema
-sdist=/opt/letta/src/letta-$LETTA_VERSION.tar.gz
-python3 -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
-  "$(python3 find-sdist-url.py letta "letta-$LETTA_VERSION.tar.gz")" "$sdist"
-echo "$SDIST_SHA256  $sdist" | sha256sum -c --quiet
-tar -xzf "$sdist" -C /opt/letta/src
+python3 fetch-sdist.py letta "$LETTA_VERSION" "$SDIST_SHA256" /opt/letta/src >/dev/null
 
 install -d -m 0750 -g letta /etc/letta
 (umask 027; printf 'LETTA_PG_URI="postgresql://letta:%s@127.0.0.1:%s/letta"\n' "$PG_PASSWORD" "$PG_PORT" >/etc/letta/letta.env)

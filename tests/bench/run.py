@@ -247,7 +247,7 @@ def stack(runs, workdir, mirror, before_each_fresh=None):
 def script_inputs(mirror):
     roles = ROOT / "roles"
     return {roles / "letta/files/locks": "locks", roles / "livekit_agents/files/locks": "agents-locks",
-            roles / "letta/files/find-sdist-url.py": "find-sdist-url.py",
+            roles / "letta/files/fetch-sdist.py": "fetch-sdist.py",
             roles / "python_venv/vars/main.yml": "vars-python_venv.yml", HERE / "plain-stack.sh": "plain-stack.sh",
             mirror.release / f"livekit_{LIVEKIT_VERSION}_linux_amd64.tar.gz": f"livekit_{LIVEKIT_VERSION}_linux_amd64.tar.gz",
             mirror.release / "checksums.txt": "checksums.txt"}
