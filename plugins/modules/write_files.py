@@ -11,7 +11,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 ---
 module: write_files
-short_description: Write several small files with their owner, group and mode in one round trip
+short_description: Write several small files, and the directories they go in, with their owner, group and mode in one round trip
 version_added: 0.1.0
 description:
   - Makes each listed file hold exactly the given content, with the given owner, group and mode, and reports
@@ -24,17 +24,42 @@ description:
   - The content travels as a module argument, so it shows in the task's invocation at high verbosity and in
     C(--diff) output, as a template's would; a task writing a secret sets C(no_log), which hides both.
   - Content is text; render templates on the controller with P(ansible.builtin.template#lookup).
+  - Directories listed in O(directories) are made (or their owner, group and mode corrected) first, in order,
+    which spares a M(ansible.builtin.file) call before the files. As with M(ansible.builtin.file), missing
+    parents are made too, with the same owner, group and mode.
   - The parent directory, the owner and the group must exist; in check mode a missing one (which an earlier task
-    would have created) only makes the file count as changed. SELinux contexts are not managed (the collection
-    targets Debian).
+    or an earlier entry would have created) only makes the path count as changed. SELinux contexts are not
+    managed (the collection targets Debian).
 author:
   - Hybridstack Maintainers (@hybridstack)
 options:
+  directories:
+    description: Directories to make or correct before the files are written, in order.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path:
+        description: Absolute path of the directory on the host.
+        type: path
+        required: true
+      owner:
+        description: Owner of the directory.
+        type: str
+        default: root
+      group:
+        description: Group of the directory.
+        type: str
+        default: root
+      mode:
+        description: Mode of the directory, as an octal string such as C("0750").
+        type: str
+        default: "0755"
   files:
     description: The files to write, in order.
     type: list
     elements: dict
-    required: true
+    default: []
     suboptions:
       path:
         description: Absolute path of the file on the host.
@@ -66,6 +91,19 @@ attributes:
 """
 
 EXAMPLES = r"""
+- name: Write the environment file, in its directory
+  hybridstack.letta_livekit.write_files:
+    directories:
+      - path: /etc/letta
+        group: letta
+        mode: "0750"
+    files:
+      - path: /etc/letta/letta.env
+        content: "{{ lookup('ansible.builtin.template', 'letta.env.j2') }}"
+        group: letta
+        mode: "0640"
+  no_log: true
+
 - name: Write the backup service and its timers
   hybridstack.letta_livekit.write_files:
     files:
@@ -79,7 +117,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 changed_paths:
-  description: The files whose content, owner, group or mode this call changed (or would change in check mode).
+  description: >-
+    The directories made or corrected, then the files whose content, owner, group or mode this call changed (or
+    would change in check mode).
   returned: always
   type: list
   elements: str
@@ -140,6 +180,36 @@ def replace(path, data, uid, gid, mode):
         raise
 
 
+def make_directory(module, spec, changed_paths):
+    """Make or correct one directory; True when it changed (or would)."""
+    path = spec["path"]
+    if not os.path.isabs(path):
+        module.fail_json(msg=f"{path}: the path must be absolute")
+    uid, gid, mode = wanted_ids(module, spec)
+    if os.path.isdir(path):
+        if uid is not None and gid is not None and not attributes_differ(path, uid, gid, mode):
+            return False
+    # The directory and its missing parents, innermost first.
+    missing, current = [], path
+    while not os.path.isdir(current):
+        if os.path.lexists(current):
+            module.fail_json(msg=f"{current}: a file is in the way of the directory")
+        missing.append(current)
+        current = os.path.dirname(current)
+    if not module.check_mode:
+        try:
+            for directory in reversed(missing):
+                # Nobody else may enter it before it has its owner and mode.
+                os.mkdir(directory, 0o700)
+                os.chown(directory, uid, gid)
+                os.chmod(directory, mode)
+            os.chown(path, uid, gid)
+            os.chmod(path, mode)
+        except OSError as error:
+            module.fail_json(msg=f"{path}: {error.strerror}", changed=bool(changed_paths), changed_paths=changed_paths)
+    return True
+
+
 def attributes_differ(path, uid, gid, mode):
     seen = os.stat(path)
     return (seen.st_uid, seen.st_gid, seen.st_mode & 0o7777) != (uid, gid, mode)
@@ -148,8 +218,17 @@ def attributes_differ(path, uid, gid, mode):
 def main():
     module = AnsibleModule(
         argument_spec={
+            "directories": {
+                "type": "list", "elements": "dict", "default": [],
+                "options": {
+                    "path": {"type": "path", "required": True},
+                    "owner": {"type": "str", "default": "root"},
+                    "group": {"type": "str", "default": "root"},
+                    "mode": {"type": "str", "default": "0755"},
+                },
+            },
             "files": {
-                "type": "list", "elements": "dict", "required": True,
+                "type": "list", "elements": "dict", "default": [],
                 "options": {
                     "path": {"type": "path", "required": True},
                     "content": {"type": "str", "required": True},
@@ -162,6 +241,9 @@ def main():
         supports_check_mode=True,
     )
     changed_paths, diffs = [], []
+    for spec in module.params["directories"]:
+        if make_directory(module, spec, changed_paths):
+            changed_paths.append(spec["path"])
     for spec in module.params["files"]:
         path = spec["path"]
         if not os.path.isabs(path):

@@ -14,9 +14,10 @@ from conftest import COLLECTIONS, ROOT
 SECRET = "s3cret-value-never-shown"
 
 
-def run(tmp_path, files, *args, task_extra=None):
+def run(tmp_path, files, *args, task_extra=None, directories=None):
     """One write_files task; its registered result, and the whole output."""
-    task = {"name": "Write", "hybridstack.letta_livekit.write_files": {"files": files}, "register": "result",
+    arguments = {"files": files} if directories is None else {"directories": directories, "files": files}
+    task = {"name": "Write", "hybridstack.letta_livekit.write_files": arguments, "register": "result",
             "ignore_errors": True}
     task.update(task_extra or {})
     playbook = tmp_path / "play.yml"
@@ -102,3 +103,36 @@ def test_a_missing_owner_or_directory_a_bad_mode_or_a_directory_in_the_way_is_na
     (target / "taken").mkdir()
     result, _output = run(tmp_path, [{"path": str(target / "taken"), "content": ""}])
     assert result["failed"] is True and "a directory is in the way" in result["msg"]
+
+
+def test_directories_come_first_then_are_found_as_asked(tmp_path, target):
+    directories = [{"path": str(target / "app"), "mode": "0750", "group": "nogroup"},
+                   {"path": str(target / "app" / "conf.d")}]
+    files = [{"path": str(target / "app" / "conf.d" / "a.conf"), "content": "x\n", "mode": "0640"}]
+    checked, _output = run(tmp_path, files, "--check", directories=directories)
+    assert checked["changed_paths"] == [directories[0]["path"], directories[1]["path"], files[0]["path"]]
+    assert not (target / "app").exists()
+
+    made, _output = run(tmp_path, files, directories=directories)
+    assert made["changed_paths"] == checked["changed_paths"]
+    assert mode_of(target / "app") == 0o750 and (target / "app").stat().st_gid != 0
+    assert mode_of(target / "app" / "conf.d") == 0o755
+    assert (target / "app" / "conf.d" / "a.conf").read_text() == "x\n"
+
+    again, _output = run(tmp_path, files, directories=directories)
+    assert again["changed"] is False
+    (target / "app").chmod(0o755)
+    mended, _output = run(tmp_path, files, directories=directories)
+    assert mended["changed_paths"] == [directories[0]["path"]] and mode_of(target / "app") == 0o750
+
+
+def test_missing_parents_are_made_alike_and_a_file_in_the_way_is_named(tmp_path, target):
+    deep = target / "opt" / "app" / "1.0"
+    made, _output = run(tmp_path, [], directories=[{"path": str(deep), "mode": "0750", "group": "nogroup"}])
+    assert made["changed_paths"] == [str(deep)]
+    for directory in (target / "opt", target / "opt" / "app", deep):
+        assert mode_of(directory) == 0o750 and directory.stat().st_gid == deep.stat().st_gid != 0
+    (target / "taken").write_text("")
+    for directory in (target / "taken", target / "taken" / "below"):
+        result, _output = run(tmp_path, [], directories=[{"path": str(directory)}])
+        assert result["failed"] is True and result["msg"] == f"{target / 'taken'}: a file is in the way of the directory"
