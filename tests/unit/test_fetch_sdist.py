@@ -2,7 +2,6 @@
 """roles/letta/files/fetch-sdist.py against this machine's package index and
 the real Letta sdist, the way the letta role runs it (its own interpreter)."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,7 +42,7 @@ def test_fetches_checks_and_unpacks_then_finds_nothing_to_do(fetched):
 
 
 def test_a_partial_unpack_is_replaced_whole(fetched):
-    directory, _ = fetched
+    directory = fetched[0]
     (directory / ("letta-%s" % VERSION) / "alembic.ini").unlink()
     redone = fetch(directory)
     assert redone.returncode == 0 and redone.stdout.splitlines() == ["unpacked %s/letta-%s" % (directory, VERSION)], redone
