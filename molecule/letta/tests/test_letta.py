@@ -58,18 +58,6 @@ def test_venv_matches_the_lock_and_is_root_owned(host):
     assert "Would install" not in audit.stderr and "Would uninstall" not in audit.stderr
 
 
-def test_the_schema_upgrade_left_bytecode_the_server_reads_and_cannot_write(host):
-    bytecode = f"/opt/letta/{VERSION}/bytecode"
-    assert (host.file(bytecode).user, host.file(bytecode).group, host.file(bytecode).mode) == ("letta", "letta", 0o700)
-    assert "PYTHONPYCACHEPREFIX=/opt/letta/current/bytecode" in unit_property(host, "letta.service", "Environment")
-    package = f"{bytecode}/opt/letta/{VERSION}/venv/lib/python3.13/site-packages/letta"
-    # alembic imported the models with the directory writable; the running
-    # server imported its web app too, but its sandbox keeps the directory read-only.
-    assert host.file(f"{package}/orm/message.cpython-313.pyc").exists
-    assert host.file(f"/opt/letta/{VERSION}/venv/lib/python3.13/site-packages/letta/server/rest_api/app.py").exists
-    assert not host.file(f"{package}/server/rest_api/app.cpython-313.pyc").exists
-
-
 def test_unit_is_hardened(host):
     result = host.run("systemd-analyze security --no-pager letta.service")
     assert result.rc == 0, result.stderr
