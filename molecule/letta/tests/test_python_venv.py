@@ -62,9 +62,11 @@ def test_pip_fallback_installs_and_is_idempotent(host):
 def test_uv_is_installed_only_from_a_wheel_with_a_known_hash(host):
     requirement = host.file("/opt/python-venv-tools/uv-requirement.txt").content_string
     assert requirement.startswith("uv==") and requirement.count("--hash=sha256:") >= 2
+    # The tools venv has no pip of its own: the system's pip installs into it.
+    assert not host.file("/opt/python-venv-tools/bin/pip").exists
     # The same install with one wrong hash is refused by pip: the hashes are enforced.
     wrong = "uv==" + requirement.split("==", 1)[1].split()[0] + " --hash=sha256:" + "0" * 64
-    result = host.run(f"printf '%s\\n' '{wrong}' > /root/uv-wrong.txt && /opt/python-venv-tools/bin/python -m pip "
+    result = host.run(f"printf '%s\\n' '{wrong}' > /root/uv-wrong.txt && python3 -m pip --python /opt/python-venv-tools/bin/python "
                       "install --disable-pip-version-check --require-hashes --only-binary :all: --dry-run --ignore-installed "
                       "-r /root/uv-wrong.txt; rc=$?; rm -f /root/uv-wrong.txt; exit $rc")
     assert result.rc != 0
