@@ -40,6 +40,11 @@ VALUES = HERE / "stack-values.yml"
 LIVEKIT_VERSION = "1.13.5"
 # The download caches boxes share, as `make up` binds them (scripts/demo).
 BOX_CACHES = {"box-apt-archives": "/var/cache/apt/archives", "box-uv": "/var/cache/python-venv/uv"}
+# site.yml's play with the one package transaction, and plain-stack.sh's phase
+# for the same: apt's time swings by 10 s from one fresh box to the next on
+# either side, so the pairs are also compared without it.
+PACKAGES_PLAY = "Install every role's Debian packages in one transaction per host"
+PACKAGES_PHASE = "packages"
 GOALS = {
     "fresh_vs_script_ratio": 1.25,
     "noop_s": 20,
@@ -203,6 +208,16 @@ def profile_by_play(output, elapsed):
     return [{"part": name, "s": round(secs, 1)} for name, secs in rows]
 
 
+def seconds_of(rows, part):
+    return next(row["s"] for row in rows if row["part"] == part)
+
+
+def outside_packages_pairs(fresh_runs, fresh_packages, script_runs, script_packages):
+    """Each fresh converge over the script run before it, both without their package install."""
+    return [round((fresh - fresh_apt) / (plain - plain_apt), 2)
+            for fresh, fresh_apt, plain, plain_apt in zip(fresh_runs, fresh_packages, script_runs, script_packages)]
+
+
 def script_phases(output):
     """plain-stack.sh's 'phase NAME EPOCH' marks as seconds per phase."""
     marks = [(name, float(at)) for name, at in re.findall(r"^phase (\S+) (\d+\.\d+)$", output, re.M)]
@@ -212,7 +227,7 @@ def script_phases(output):
 
 def stack(runs, workdir, mirror, before_each_fresh=None):
     write_secrets(workdir / "secrets.yml")
-    fresh = []
+    fresh, fresh_packages = [], []
     try:
         for i in range(runs):
             if before_each_fresh:
@@ -223,10 +238,12 @@ def stack(runs, workdir, mirror, before_each_fresh=None):
             fresh.append(elapsed)
             fresh_top = profile_top(output)
             fresh_plays = profile_by_play(output, elapsed)
+            fresh_packages.append(seconds_of(fresh_plays, PACKAGES_PLAY))
             print(f"bench: fresh converge {i + 1}/{runs}: {elapsed:.1f} s {recap(output)}", file=sys.stderr)
             if i < runs - 1:
                 destroy_box("bench-stack")
-        report = {"fresh_converge_s": summary(fresh), "fresh_profile_top10": fresh_top, "fresh_by_play": fresh_plays}
+        report = {"fresh_converge_s": summary(fresh), "fresh_packages_play_s": fresh_packages,
+                  "fresh_profile_top10": fresh_top, "fresh_by_play": fresh_plays}
         for key, playbook, args in (("noop_s", "site.yml", ()), ("check_s", "site.yml", ("--check",)),
                                     ("patch_s", "patch.yml", ())):
             label = key.removesuffix("_s")
@@ -287,7 +304,9 @@ def script_once(i, workdir, mirror):
 
 def script_report(results):
     """The runs' seconds, and the last run's phases (paired with the last fresh converge)."""
-    return {"plain_script_s": summary([elapsed for elapsed, _phases in results]), "phases": results[-1][1]}
+    return {"plain_script_s": summary([elapsed for elapsed, _phases in results]),
+            "packages_phase_s": [seconds_of(phases, PACKAGES_PHASE) for _elapsed, phases in results],
+            "phases": results[-1][1]}
 
 
 def script(runs, workdir, mirror):
@@ -314,6 +333,9 @@ def table(report):
     if "fresh_vs_script_pairs" in stack_report:
         lines.append("\nfresh converge / the script run just before it: "
                      + ", ".join(f"{r:.2f}x" for r in stack_report["fresh_vs_script_pairs"]))
+    if "fresh_vs_script_outside_packages_pairs" in stack_report:
+        lines.append("the same pairs without their package install (apt): "
+                     + ", ".join(f"{r:.2f}x" for r in stack_report["fresh_vs_script_outside_packages_pairs"]))
     if "fresh_profile_top10" in stack_report:
         lines.append("\nfresh converge, slowest tasks (profile_tasks, last run):")
         lines += [f"  {row['s']:6.2f} s  {row['task']}" for row in stack_report["fresh_profile_top10"]]
@@ -365,6 +387,9 @@ def main():
                     report["script"] = script_report(script_runs)
                     pairs = zip(report["stack"]["fresh_converge_s"]["runs"], report["script"]["plain_script_s"]["runs"])
                     report["stack"]["fresh_vs_script_pairs"] = [round(fresh / plain, 2) for fresh, plain in pairs]
+                    report["stack"]["fresh_vs_script_outside_packages_pairs"] = outside_packages_pairs(
+                        report["stack"]["fresh_converge_s"]["runs"], report["stack"]["fresh_packages_play_s"],
+                        report["script"]["plain_script_s"]["runs"], report["script"]["packages_phase_s"])
                 elif "script" in parts:
                     report["script"] = script(args.runs, workdir, mirror)
                 elif "stack" in parts:

@@ -53,3 +53,14 @@ def test_profile_by_play_splits_the_run_at_each_plays_first_task():
 def test_script_phases_end_at_the_next_mark():
     output = "phase packages 100.25\nnoise\nphase postgresql 133.5\nphase end 140.0\nplain-stack: healthy\n"
     assert run.script_phases(output) == [{"part": "packages", "s": 33.2}, {"part": "postgresql", "s": 6.5}]
+
+
+def test_the_pairs_without_apt_leave_out_each_sides_package_install():
+    assert run.outside_packages_pairs([90.0, 80.0], [30.0, 30.0], [60.0, 70.0], [30.0, 40.0]) == [2.0, 1.67]
+
+
+def test_the_package_play_and_phase_the_report_leaves_out_exist():
+    site = (pathlib.Path(run.ROOT) / "playbooks" / "site.yml").read_text()
+    assert f"- name: {run.PACKAGES_PLAY}\n" in site
+    script = (pathlib.Path(run.HERE) / "plain-stack.sh").read_text()
+    assert f"phase {run.PACKAGES_PHASE}\n" in script
