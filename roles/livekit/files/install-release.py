@@ -62,14 +62,12 @@ def download(url, target, expected):
     os.makedirs(os.path.dirname(target), mode=0o750, exist_ok=True)
     handle, partial = tempfile.mkstemp(prefix=".download-", dir=os.path.dirname(target))
     try:
-        digest = hashlib.sha256()
         with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=300) as response:
-            for chunk in iter(lambda: response.read(CHUNK), b""):
-                digest.update(chunk)
-                out.write(chunk)
-        if digest.hexdigest() != expected:
+            shutil.copyfileobj(response, out, CHUNK)
+        got = sha256_of(partial)
+        if got != expected:
             fail("%s has sha256 %s, which did not match the expected %s: not kept, nothing was installed."
-                 % (url, digest.hexdigest(), expected))
+                 % (url, got, expected))
         os.chmod(partial, 0o640)
         os.replace(partial, target)
     finally:
