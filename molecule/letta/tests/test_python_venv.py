@@ -86,27 +86,33 @@ def background_venv(host):
     host.run("rm -rf /opt/probe-background /opt/probe-background.lock.txt")
 
 
-def test_a_background_sync_is_finished_by_the_next_call(host, background_venv):
+def test_a_background_build_is_finished_by_the_next_call(host, background_venv):
+    # Without uv, as on a new host: the job makes the tools venv and installs uv too.
+    host.run("rm -rf /opt/python-venv-tools")
     run = background(background_venv, "probe-two.txt")
     assert run.rc == 0, run.tail(3000)
-    job = run.task_results("Start making the venv match the lock in the background")[0]["ansible_job_id"]
+    job = run.task_results("Start building the venv in the background")[0]["ansible_job_id"]
+    for step in ("Create the tools venv for uv", "Install uv into the tools venv, checked against those hashes",
+                 "Create the venv", "Make the venv match the lock"):
+        results = run.task_results(step)
+        assert results and all(r.get("skipped") for r in results), step
+    assert host.file("/opt/python-venv-tools/bin/uv").is_file
+    assert not host.file("/opt/python-venv-tools/bin/pip").exists
     # The starting call returns at once and leaves the result to the call that waits.
     assert run.task_results("Show what the start left")[0]["msg"]["result_set"] is False
-    waited = run.task_results("Wait for the background sync to finish")[0]
+    waited = run.task_results("Wait for the background build to finish")[0]
     assert waited["finished"] == 1 and waited["changed"] is True, waited
     result = run.task_results("Show the result")[0]["python_venv_result"]
     assert result["changed"] is True and result["packages"] == {"idna": "3.10", "six": "1.17.0"}
-    # One sync: the waiting call did not build the venv again.
-    assert all(r.get("skipped") for r in run.task_results("Make the venv match the lock"))
     assert not host.file(f"/root/.ansible_async/{job}").exists
     # It left the sync record: a plain call finds the venv as locked.
     again, recap = probe(background_venv, "probe-two.txt")
     assert again["changed"] is False and recap["changed"] == 0
 
 
-def test_a_failed_background_sync_fails_the_call_that_waits(host, background_venv):
+def test_a_failed_background_build_fails_the_call_that_waits(host, background_venv):
     run = background(background_venv, "probe-missing.txt")
     assert run.rc != 0
-    failed = run.task_results("Wait for the background sync to finish")[0]
+    failed = run.task_results("Wait for the background build to finish")[0]
     assert failed.get("failed") is True and "idna" in failed["stderr"], failed
     assert run.task_results("Show the result") == []
