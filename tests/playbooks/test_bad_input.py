@@ -120,6 +120,20 @@ BAD_INPUT = {
                                                      "postgresql_backup_repo_host": "10.0.0.9"},
                                                     ["postgresql_backup_tls_ca_cert", "postgresql_backup_tls_client_key"]),
     "backup repository type unknown": ({"postgresql_backup_repo_type": "ftp"}, ["postgresql_backup_repo_type"]),
+    "backup to s3 without a cipher pass": ({"postgresql_backup_repo_type": "s3", "postgresql_backup_s3_bucket": "b",
+                                            "postgresql_backup_s3_endpoint": "s3.test", "postgresql_backup_s3_region": "r",
+                                            "postgresql_backup_s3_key": "AKIATEST", "postgresql_backup_s3_key_secret": "k" * 30},
+                                           ["postgresql_backup_cipher_pass", "postgresql_backup_allow_unencrypted"]),
+    "backup to a repository host without a cipher pass": (
+        {"postgresql_backup_repo_type": "tls", "postgresql_backup_repo_host": "10.0.0.9",
+         "postgresql_backup_tls_ca_cert": "ca", "postgresql_backup_tls_client_cert": "cert",
+         "postgresql_backup_tls_client_key": "key"},
+        ["postgresql_backup_cipher_pass", "postgresql_backup_allow_unencrypted"]),
+    "backup to s3 with certificate checks off": (
+        {"postgresql_backup_repo_type": "s3", "postgresql_backup_s3_bucket": "b", "postgresql_backup_s3_endpoint": "s3.test",
+         "postgresql_backup_s3_region": "r", "postgresql_backup_s3_key": "AKIATEST", "postgresql_backup_s3_key_secret": "k" * 30,
+         "postgresql_backup_cipher_pass": "Cipher-pass-of-the-test-0123", "postgresql_backup_s3_verify_tls": False},
+        ["postgresql_backup_s3_verify_tls", "postgresql_backup_s3_allow_unverified_tls"]),
     "backup stanza name": ({"postgresql_backup_stanza": "two words"}, ["postgresql_backup_stanza"]),
     "backup retention zero": ({"postgresql_backup_retention_full": 0}, ["postgresql_backup_retention_full"]),
     "postgresql remote clients without server names": (
@@ -162,6 +176,26 @@ BAD_INPUT = {
                                           "livekit_agents_health_port": 8283},
                                          ["livekit_agents_health_port", "letta_port"]),
 }
+
+
+# The opt-outs, set as documented: validation passes and the run goes on to the host.
+ACCEPTED_OPT_OUTS = {
+    "unencrypted s3 with the opt-out": {
+        "postgresql_backup_repo_type": "s3", "postgresql_backup_s3_bucket": "b", "postgresql_backup_s3_endpoint": "s3.test",
+        "postgresql_backup_s3_region": "r", "postgresql_backup_s3_key": "AKIATEST", "postgresql_backup_s3_key_secret": "k" * 30,
+        "postgresql_backup_allow_unencrypted": True},
+    "unverified s3 with the opt-out": {
+        "postgresql_backup_repo_type": "s3", "postgresql_backup_s3_bucket": "b", "postgresql_backup_s3_endpoint": "s3.test",
+        "postgresql_backup_s3_region": "r", "postgresql_backup_s3_key": "AKIATEST", "postgresql_backup_s3_key_secret": "k" * 30,
+        "postgresql_backup_cipher_pass": "Cipher-pass-of-the-test-0123", "postgresql_backup_s3_verify_tls": False,
+        "postgresql_backup_s3_allow_unverified_tls": True},
+}
+
+
+@pytest.mark.parametrize("case", sorted(ACCEPTED_OPT_OUTS))
+def test_a_documented_opt_out_passes_validation(tmp_path, case):
+    rc, out = run_site(one_box(tmp_path, **ACCEPTED_OPT_OUTS[case]))
+    assert "UNREACHABLE" in out or "unreachable=1" in out, out
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUT))
