@@ -198,6 +198,21 @@ def test_a_documented_opt_out_passes_validation(tmp_path, case):
     assert "UNREACHABLE" in out or "unreachable=1" in out, out
 
 
+@pytest.mark.parametrize("name", ["postgresql_backup_enabled", "livekit_agents_worker_enabled", "redis_appendonly",
+                                  "letta_backup_before_migration", "postgresql_backup_restore_force"])
+@pytest.mark.parametrize("spelled", ["false", "False", "no", "0"])
+def test_a_boolean_typed_on_the_command_line_works_as_the_boolean_it_spells(tmp_path, name, spelled):
+    """-e name=false is the string 'false': validation reads it as false and goes on to the host."""
+    rc, out = run_site(one_box(tmp_path), "-e", f"{name}={spelled}")
+    assert "derived from value of type" not in out, out
+    assert "UNREACHABLE" in out or "unreachable=1" in out, out
+
+
+def test_a_boolean_that_spells_nothing_is_refused_naming_it(tmp_path):
+    rc, out = run_site(one_box(tmp_path), "-e", "postgresql_backup_enabled=nope", "-e", "livekit_turn_enabled=maybe")
+    assert_refused_untouched(rc, out, "postgresql_backup_enabled (given: nope)", "livekit_turn_enabled (given: maybe)")
+
+
 @pytest.mark.parametrize("case", sorted(BAD_INPUT))
 def test_bad_input_is_refused_before_any_host_is_contacted(tmp_path, case):
     overrides, names = BAD_INPUT[case]

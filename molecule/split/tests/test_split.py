@@ -153,6 +153,36 @@ def test_the_database_serves_modern_tls_with_its_own_ca():
     assert letta.run("grep -rl 'PRIVATE KEY' /etc/letta").stdout.strip() == ""
 
 
+def served_certificate_days_left(db):
+    """Days until the end of the certificate PostgreSQL serves now."""
+    end = db.check_output(f"echo | openssl s_client -starttls postgres -connect {VARS['stack_db_address']}:{DB_PORT} "
+                          "2>/dev/null | openssl x509 -noout -enddate | cut -d= -f2")
+    return (int(db.check_output(f"date -d '{end}' +%s")) - int(db.check_output("date +%s"))) // 86400
+
+
+def test_a_certificate_near_its_end_is_reported_then_renewed_by_the_timer():
+    db = box("db1")
+    timer = "hybridstack-postgresql-certificate.timer"
+    assert db.service(timer).is_enabled and db.service(timer).is_running
+    tls = "/etc/postgresql/17/main/tls"
+    # The same CA and names, ten days of validity: what the host would serve
+    # had no run renewed it for almost a year.
+    short = db.run(f"names=$(openssl x509 -in {tls}/server.crt -noout -ext subjectAltName | tail -n 1 "
+                   "| sed 's/DNS://g; s/IP Address://g; s/,//g') && "
+                   f"/usr/local/lib/hybridstack/issue-server-certificate.sh /etc/postgresql/hybridstack-ca {tls} 10 $names "
+                   ">/dev/null && systemctl reload postgresql@17-main.service")
+    assert short.rc == 0, short.stderr
+    assert served_certificate_days_left(db) < 21
+    status = run_playbook(project_playbook("status.yml"))
+    assert status.rc != 0, status.tail()
+    assert f"certificate {tls}/server.crt expires" in " ".join(status.output.split()), status.tail()
+    renewal = db.run("systemctl start hybridstack-postgresql-certificate.service")
+    assert renewal.rc == 0, db.run("journalctl -u hybridstack-postgresql-certificate.service -n 20 --no-pager").stdout
+    assert served_certificate_days_left(db) > 300
+    status = run_playbook(project_playbook("status.yml"))
+    assert status.rc == 0, status.tail()
+
+
 def test_letta_uri_names_the_database_host_with_verify_full():
     letta = box("letta1")
     wanted = [f'^LETTA_PG_URI="postgresql://letta:[^@]*@{VARS["stack_db_name"]}:{DB_PORT}/letta\\?sslmode=verify-full"$',
