@@ -4,6 +4,11 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Checks of variables against the roles' argument specs, on the controller.
 
+non_boolean_variables: the boolean options a host's variables set to something
+that is neither a boolean nor a string Ansible's `bool` reads as one (true,
+false, yes, no, on, off, 1, 0, any case); `-e name=false` is such a string.
+variables_with_line_breaks: the string options whose value holds a line break.
+
 The argument specs are the one list of each role's variables and types; these
 filters read them from the collection itself, so a variable added to a spec
 is checked without being named here.
@@ -18,40 +23,48 @@ import os
 
 import yaml
 
-DOCUMENTATION = r"""
-name: non_boolean_variables
-short_description: Names of the boolean variables of the collection's roles whose value does not spell a boolean
-description:
-  - Reads every C(bool) option of every role's C(meta/argument_specs.yml) and returns, sorted, those that the
-    given variables set to something other than a boolean or a string Ansible's C(bool) filter reads as one
-    (C(true), C(false), C(yes), C(no), C(on), C(off), C(1), C(0), any case).
-  - C(-e name=false) on the command line is the string C(false); the roles read every boolean through C(bool),
-    so such a string works, and anything else is refused by the caller naming the variable.
-options:
-  _input:
-    description: The variables of one host (C(hostvars[inventory_hostname])).
-    type: dict
-    required: true
-"""
-
 _ROLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "roles")
 _SPELLINGS = frozenset(["true", "false", "yes", "no", "on", "off", "1", "0"])
+# The string options whose value may span lines besides PEM blocks.
+_MULTI_LINE = frozenset(["livekit_agents_script_content"])
 _cache = {}
 
 
-def spec_options(kind):
-    """Every option of type `kind` in the roles' argument specs."""
-    if kind not in _cache:
+def spec_options(*kinds):
+    """Every operator-facing option of the roles' argument specs whose type (or, for a list, whose elements'
+    type) is one of `kinds`; the common role's options are other roles' parameters, not the operator's."""
+    if kinds not in _cache:
         names = set()
         for path in glob.glob(os.path.join(_ROLES, "*", "meta", "argument_specs.yml")):
             with open(path) as handle:
                 specs = yaml.safe_load(handle).get("argument_specs") or {}
             for entry_point in specs.values():
                 for name, option in (entry_point.get("options") or {}).items():
-                    if option.get("type") == kind:
+                    kind = option.get("elements") if option.get("type") == "list" else option.get("type")
+                    if kind in kinds and not name.startswith("common_"):
                         names.add(name)
-        _cache[kind] = sorted(names)
-    return _cache[kind]
+        _cache[kinds] = sorted(names)
+    return _cache[kinds]
+
+
+def _breaks_line(value):
+    return (isinstance(value, str) and not value.lstrip().startswith("-----BEGIN ")
+            and ("\n" in value or "\r" in value))
+
+
+def variables_with_line_breaks(variables):
+    """Names of the string variables (or string list variables) whose value holds a line break: one would
+    split a line of the configuration or environment file it reaches. A PEM block may span lines (the roles
+    trim it), and so may the options of _MULTI_LINE."""
+    found = []
+    for name in spec_options("str", "path"):
+        if name not in variables or name in _MULTI_LINE:
+            continue
+        value = variables[name]
+        values = value if isinstance(value, list) else [value]
+        if any(_breaks_line(item) for item in values):
+            found.append(name)
+    return found
 
 
 def non_boolean_variables(variables):
@@ -70,4 +83,5 @@ def non_boolean_variables(variables):
 
 class FilterModule(object):
     def filters(self):
-        return {"non_boolean_variables": non_boolean_variables}
+        return {"non_boolean_variables": non_boolean_variables,
+                "variables_with_line_breaks": variables_with_line_breaks}

@@ -252,6 +252,8 @@ def scaled(tmp_path, db=None, app1=None, app2=None):
 
 
 SCALED_BAD_INPUT = {
+    "balancer others reach in front of a passwordless letta": (
+        {"db": {"letta_balancer_listen_address": "10.0.0.31"}}, ["letta_server_password", "letta_balancer_listen_address"]),
     "redis bind address a name": ({"db": {"redis_bind_addresses": ["redis.example"]}}, ["redis_bind_addresses"]),
     "redis port below 1024": ({"db": {"redis_port": 80}}, ["redis_port"]),
     "redis port taken by postgresql": ({"db": {"redis_port": 5432}}, ["redis_port", "postgresql_port"]),
@@ -398,3 +400,54 @@ def test_a_host_that_is_not_debian_13_is_named_before_any_change(tmp_path):
         assert rc != 0, out
         assert f"runner is {found}" in flat and "supports Debian 13 booted with systemd" in flat, out
         assert "TASK [hybridstack.letta_livekit.postgresql : Install" not in out
+
+
+def _spec_string_options():
+    """Every operator-facing string option (or string list option) of the roles' argument specs, with its spec."""
+    options = {}
+    for path in sorted((ROOT / "roles").glob("*/meta/argument_specs.yml")):
+        for entry_point in yaml.safe_load(path.read_text())["argument_specs"].values():
+            for name, spec in (entry_point.get("options") or {}).items():
+                kind = spec.get("elements") if spec.get("type") == "list" else spec.get("type")
+                if kind in ("str", "path") and not name.startswith("common_"):
+                    options[name] = spec
+    return options
+
+
+STRING_OPTIONS = _spec_string_options()
+# May span lines by design: the agent worker's script.
+MULTI_LINE = {"livekit_agents_script_content"}
+
+
+def _with_trailing_newline(name, spec):
+    """The option's valid value (the baseline's, else its default, else a plain word) with a newline appended."""
+    value = VALID.get(name, spec.get("default"))
+    if spec.get("type") == "list":
+        first = (value or ["x"])[0] if isinstance(value, list) and value else "x"
+        return [str(first) + "\n"]
+    return (value if isinstance(value, str) and value else "x") + "\n"
+
+
+@pytest.fixture(scope="module")
+def every_string_with_a_trailing_newline(tmp_path_factory):
+    overrides = {name: _with_trailing_newline(name, spec) for name, spec in STRING_OPTIONS.items()
+                 if name not in MULTI_LINE}
+    return run_site(one_box(tmp_path_factory.mktemp("newlines"), **overrides))
+
+
+def test_the_table_of_string_options_is_read_from_the_argument_specs():
+    assert {"livekit_api_key", "postgresql_backup_stanza", "edge_client_max_body_size", "postgresql_backup_s3_key",
+            "postgresql_backup_cipher_pass", "redis_bind_addresses"} <= set(STRING_OPTIONS)
+
+
+@pytest.mark.parametrize("name", sorted(set(STRING_OPTIONS) - MULTI_LINE))
+def test_a_trailing_newline_is_refused_in_every_string_variable(every_string_with_a_trailing_newline, name):
+    rc, out = every_string_with_a_trailing_newline
+    assert_refused_untouched(rc, out, name)
+
+
+@pytest.mark.parametrize("name, value", [("livekit_api_key", "APItestkey\n"), ("postgresql_backup_stanza", "letta\n"),
+                                         ("letta_db_user", "letta\r")])
+def test_one_line_break_alone_is_refused_naming_its_variable(tmp_path, name, value):
+    rc, out = run_site(one_box(tmp_path, **{name: value}))
+    assert_refused_untouched(rc, out, name)

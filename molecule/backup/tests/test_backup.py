@@ -99,6 +99,8 @@ def wait_until(predicate, seconds, what):
 
 COMMAND = re.compile(r"ansible-playbook -i INVENTORY playbooks/(\w+)\.yml[^`\n]*")
 RAN = set()
+# What one test leaves the next (pytest's cache is off under Molecule).
+STATE = {}
 
 
 def documented_commands():
@@ -112,9 +114,10 @@ def documented_commands():
     return commands
 
 
-def documented(*needles):
-    """The one documented command that holds every needle."""
-    found = [command for command in documented_commands() if all(needle in command for needle in needles)]
+def documented(*needles, without=()):
+    """The one documented command that holds every needle and none of `without`."""
+    found = [command for command in documented_commands()
+             if all(needle in command for needle in needles) and not any(other in command for other in without)]
     assert len(found) == 1, f"{needles}: {found}"
     return found[0]
 
@@ -390,16 +393,16 @@ def test_a_stopped_cluster_holding_data_is_not_overwritten_without_force(host):
     assert run.recap["changed"] == 0, run.tail()
     assert data_directory(host) == before
     # With force, as docs/backups.md prints it: the latest state.
-    run = run_documented(documented("restore.yml", "--limit db1,letta1", "restore_force=true"),
-                         replace={"db1,letta1": "stack"})
+    run = run_documented(documented("restore.yml", "--limit db1,letta1", "restore_force=true",
+                                    without=("restore_target",)), replace={"db1,letta1": "stack"})
     assert run.rc == 0, run.tail()
     STACK_LETTA.wait_healthy()
     assert STACK_LETTA.snapshot() == expected
 
 
-def test_the_upgrade_backup_lands_on_the_repository_host(host, request):
+def test_the_upgrade_backup_lands_on_the_repository_host(host):
     create_agent(STACK_LETTA, "before-upgrade")
-    request.config.cache.set("backup/before-upgrade", STACK_LETTA.snapshot())
+    STATE["before-upgrade"] = STACK_LETTA.snapshot()
     run = run_playbook(project_playbook("site.yml"), extra_vars=[{"letta_version": NEW_RELEASE}])
     assert run.rc == 0, run.tail()
     newest = info(host)["backup"][-1]
@@ -408,11 +411,11 @@ def test_the_upgrade_backup_lands_on_the_repository_host(host, request):
     assert newest["label"] in host.file("/var/lib/letta/pre-migration-backups").content_string
     assert STACK_LETTA.wait_healthy()["version"] == NEW_RELEASE
     create_agent(STACK_LETTA, "after-upgrade")
-    request.config.cache.set("backup/upgrade-label", newest["label"])
+    STATE["upgrade-label"] = newest["label"]
 
 
-def test_the_pre_upgrade_backup_restored_under_the_newer_release_does_not_start_it(host, request):
-    label = request.config.cache.get("backup/upgrade-label", None)
+def test_the_pre_upgrade_backup_restored_under_the_newer_release_does_not_start_it(host):
+    label = STATE["upgrade-label"]
     run = run_documented(documented("restore.yml", "--limit db1,letta1", "restore_target=set"),
                          replace={"db1,letta1": "stack", "20261126-100000F": label},
                          extra=["-e", f"letta_version={NEW_RELEASE}"])
@@ -425,7 +428,7 @@ def test_the_pre_upgrade_backup_restored_under_the_newer_release_does_not_start_
                          replace={"letta_version=0.15.1": f"letta_version={OLD_RELEASE}"})
     assert run.rc == 0, run.tail()
     assert STACK_LETTA.wait_healthy()["version"] == OLD_RELEASE
-    assert STACK_LETTA.snapshot() == request.config.cache.get("backup/before-upgrade", None)
+    assert STACK_LETTA.snapshot() == STATE["before-upgrade"]
 
 
 def test_point_in_time_restore_brings_a_deleted_agent_back(host):

@@ -11,7 +11,7 @@ import re
 
 import pytest
 import testinfra
-from stacktest import PROJECT, VARS, read_recap, project_playbook, run_playbook
+from stacktest import EPHEMERAL, PROJECT, VARS, read_recap, project_playbook, run_playbook
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 # The hosts of inventories/example/hosts.yml, one box each (molecule.yml).
@@ -181,6 +181,59 @@ def test_a_certificate_near_its_end_is_reported_then_renewed_by_the_timer():
     assert served_certificate_days_left(db) > 300
     status = run_playbook(project_playbook("status.yml"))
     assert status.rc == 0, status.tail()
+
+
+def operator_tls_files(directory, names):
+    """A CA, and a server certificate and key for `names` signed by it, as an operator would hand them over."""
+    import datetime
+    import ipaddress
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "operator test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=90))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True).sign(ca_key, hashes.SHA256()))
+    sans = []
+    for name in names:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            sans.append(x509.DNSName(name))
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=90))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False).sign(ca_key, hashes.SHA256()))
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {"postgresql_tls_ca_file": ("ca.crt", ca.public_bytes(serialization.Encoding.PEM)),
+             "postgresql_tls_cert_file": ("server.crt", cert.public_bytes(serialization.Encoding.PEM)),
+             "postgresql_tls_key_file": ("server.key", key.private_bytes(
+                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))}
+    for name, content in files.values():
+        (directory / name).write_bytes(content)
+    return {variable: str(directory / name) for variable, (name, _) in files.items()}
+
+
+def test_check_diff_with_operator_tls_files_shows_no_private_key():
+    """--check --diff with the operator's own certificate, key and CA, which differ from the host's: the diff
+    may show the certificates, never the key, nor any password."""
+    db = box("db1")
+    names = db.check_output("openssl x509 -in /etc/postgresql/17/main/tls/server.crt -noout -ext subjectAltName "
+                            "| tail -n 1 | sed 's/DNS://g; s/IP Address://g; s/,//g'").split()
+    files = operator_tls_files(EPHEMERAL / "operator-tls", names)
+    result = run_playbook("converge.yml", "--check", "--diff", "--limit", "db1", extra_vars=[files])
+    assert result.rc == 0, result.tail()
+    assert "Install the operator's" in result.output, "the run did not reach the TLS files"
+    key_lines = [line for line in open(files["postgresql_tls_key_file"]).read().splitlines() if "-----" not in line]
+    assert not any(line in result.output for line in key_lines), "the private key is in the output"
+    for name in ("postgresql_db_password", "letta_db_password", "letta_server_password", "livekit_api_secret"):
+        if VARS.get(name):
+            assert str(VARS[name]) not in result.output, name
+    assert read_recap(result.stdout, "db1")["failed"] == 0
 
 
 def test_letta_uri_names_the_database_host_with_verify_full():

@@ -3,19 +3,26 @@
 The tests run in file order and each moves the box one step: data written
 under 0.14.0, each upgrade (one restart, a backup before it, the old release
 kept, the patch on the new venv, then changed=0 and a clean check mode), a
-migration made to fail and rolled back, a downgrade refused untouched, and a
-reboot. Clients run here on the runner against the box's loopback ports.
+pre-migration backup and then a migration made to fail and rolled back on
+both Letta hosts, a downgrade refused untouched, and a reboot. Clients run here on the runner against the box's loopback ports.
 Every test takes `host`: pytest groups the tests of a parametrized fixture
 together, and the order here is the story.
 """
 import json
+import os
 
 import pytest
+import testinfra
 import yaml
-from stacktest import (PROJECT, VARS, Letta, LettaDatabase, journal_cursor, project_playbook, restart_box, run_playbook,
-                       unit_starts_since, wait_for)
+from stacktest import (PROJECT, SCENARIO, VARS, Letta, LettaDatabase, journal_cursor, project_playbook, read_recap,
+                       restart_box, run_playbook, unit_starts_since, wait_for)
 
-LETTA = Letta(VARS["letta_port"], password=VARS["letta_server_password"])
+testinfra_hosts = ["stack"]
+HOST_VARS = {name: yaml.safe_load((SCENARIO / "inventory" / "host_vars" / f"{name}.yml").read_text())
+             for name in ("stack", "replica")}
+LETTA = Letta(HOST_VARS["stack"]["letta_port"], password=VARS["letta_server_password"])
+# The second Letta host on the same database; `stack` backs up and migrates.
+REPLICA_LETTA = Letta(HOST_VARS["replica"]["letta_port"], password=VARS["letta_server_password"])
 DATABASE = LettaDatabase(VARS["postgresql_port"], VARS["postgresql_db_password"])
 # Every release the collection supports, oldest first (roles/letta/vars/main.yml
 # names them); the scenario converges the oldest and upgrades through the rest.
@@ -47,6 +54,18 @@ def current_release(host):
     return host.check_output("readlink /opt/letta/current").rsplit("/", 1)[-1]
 
 
+def replica():
+    return testinfra.get_host("ansible://replica", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+
+
+def letta_hosts_state(host):
+    """Per Letta host: the release that answers, the link, the schema record; and the database's revision."""
+    return ({name: (letta.wait_healthy()["version"], current_release(box),
+                    box.file("/var/lib/letta/schema-applied").content_string)
+             for name, letta, box in (("stack", LETTA, host), ("replica", REPLICA_LETTA, replica()))},
+            alembic_revision())
+
+
 def fingerprint(host):
     """What a refused run must leave as it was: links, unit, config, records, schema, process."""
     files = host.check_output(
@@ -57,13 +76,18 @@ def fingerprint(host):
 
 def assert_check_mode_changes_nothing(version=None):
     check = site("--check", version=version)
-    assert check.rc == 0 and check.recap["changed"] == 0 and check.recap["failed"] == 0, check.tail()
+    assert check.rc == 0, check.tail()
+    for name in ("stack", "replica"):
+        recap = read_recap(check.stdout, name)
+        assert recap["changed"] == 0 and recap["failed"] == 0, (name, check.tail())
 
 
 def assert_converged(version):
     """A re-run changes nothing, and check mode neither changes nor fails anything."""
     run = site(version=version)
-    assert run.rc == 0 and run.recap["changed"] == 0, run.tail()
+    assert run.rc == 0, run.tail()
+    for name in ("stack", "replica"):
+        assert read_recap(run.stdout, name)["changed"] == 0, (name, run.tail())
     assert_check_mode_changes_nothing(version)
 
 
@@ -96,6 +120,7 @@ def upgrade_step(host, state, version):
     run = site(version=version)
     assert run.rc == 0, run.tail(6000)
     assert LETTA.wait_healthy()["version"] == version
+    assert REPLICA_LETTA.wait_healthy()["version"] == version
     assert unit_starts_since(host, "letta.service", before) == 1
     assert LETTA.snapshot() == state["data"]
     assert current_release(host) == version
@@ -122,6 +147,23 @@ def test_03_converged_again_changes_nothing(host):  # pylint: disable=unused-arg
     assert_converged(MIDDLE)
 
 
+def test_04a_a_failed_pre_migration_backup_leaves_every_host_on_the_old_release(host, state):
+    """The backup `stack` takes before it migrates fails (its repository is unwritable): `stack` rolls back,
+    and `replica`, which does not migrate, must not start the new release on the unmigrated schema."""
+    before = letta_hosts_state(host)
+    assert {release for release, _, _ in before[0].values()} == {MIDDLE}
+    backup_dir = f"/var/lib/pgbackrest/backup/{STANZA}"
+    host.run_expect([0], f"chmod 0500 {backup_dir}")
+    try:
+        run = site(version=LAST)
+    finally:
+        host.run_expect([0], f"chmod 0750 {backup_dir}")
+    assert run.rc != 0, run.tail(6000)
+    assert f"Upgrading Letta {MIDDLE} to {LAST} failed and was rolled back" in run.flat_output, run.tail(6000)
+    assert letta_hosts_state(host) == before
+    assert LETTA.snapshot() == state["data"]
+
+
 def test_04_a_failed_migration_rolls_everything_back(host, state):
     with DATABASE.connect() as connection, connection.cursor() as cursor:
         cursor.execute(f"CREATE FUNCTION {TRAP}() RETURNS trigger LANGUAGE plpgsql AS "
@@ -138,6 +180,10 @@ def test_04_a_failed_migration_rolls_everything_back(host, state):
     assert current_release(host) == MIDDLE
     assert alembic_revision() == revision
     assert LETTA.snapshot() == state["data"]
+    # The host that did not migrate is back on the old release too.
+    assert REPLICA_LETTA.wait_healthy()["version"] == MIDDLE
+    assert current_release(replica()) == MIDDLE
+    assert f"letta {MIDDLE} " in replica().file("/var/lib/letta/schema-applied").content_string
     state["trap_survived"] = DATABASE.query("SELECT count(*) FROM pg_trigger WHERE tgname = %s", (TRAP,))[0][0]
 
 
