@@ -256,6 +256,14 @@ def unit_property(host, unit, name):
     return host.run(f"systemctl show -p {name} --value {unit}").stdout.strip()
 
 
+def exposure(host, unit):
+    """systemd-analyze security's overall exposure level of a unit (0 safest, 10 unsandboxed)."""
+    out = host.run(f"systemd-analyze security --no-pager {unit}").stdout
+    level = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out)
+    assert level, out[-1500:]
+    return float(level.group(1))
+
+
 # systemd's catalog id of "Started <unit>" (one per successful start job).
 UNIT_STARTED = "39f53479d3a045ac8e11786248231fbf"
 

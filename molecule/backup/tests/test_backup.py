@@ -21,8 +21,8 @@ import uuid
 import pytest
 import testinfra
 import yaml
-from stacktest import (EPHEMERAL, PROJECT, SCENARIO, VARS, Letta, LettaDatabase, PlaybookRun, project_playbook,
-                       run_playbook, unit_property)
+from stacktest import (EPHEMERAL, PROJECT, SCENARIO, VARS, Letta, LettaDatabase, PlaybookRun, exposure,
+                       project_playbook, run_playbook, unit_property)
 
 testinfra_hosts = ["stack"]
 
@@ -197,6 +197,9 @@ def test_timers_enabled_and_scheduled(host):
 
 def test_backup_service_is_hardened(host):
     unit = "pgbackrest-backup@full.service"
+    assert exposure(host, unit) <= 2.0
+    # Debian's unit of the TLS server, with the role's drop-in.
+    assert exposure(box("repo"), "pgbackrest.service") <= 2.0
     assert unit_property(host, unit, "User") == "postgres"
     assert unit_property(host, unit, "ProtectSystem") == "strict"
     assert unit_property(host, unit, "NoNewPrivileges") == "yes"

@@ -11,7 +11,7 @@ import re
 
 import pytest
 import testinfra
-from stacktest import EPHEMERAL, PROJECT, VARS, read_recap, project_playbook, run_playbook
+from stacktest import EPHEMERAL, PROJECT, VARS, exposure, read_recap, project_playbook, run_playbook
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 # The hosts of inventories/example/hosts.yml, one box each (molecule.yml).
@@ -164,6 +164,7 @@ def test_a_certificate_near_its_end_is_reported_then_renewed_by_the_timer():
     db = box("db1")
     timer = "hybridstack-postgresql-certificate.timer"
     assert db.service(timer).is_enabled and db.service(timer).is_running
+    assert exposure(db, "hybridstack-postgresql-certificate.service") <= 2.0
     tls = "/etc/postgresql/17/main/tls"
     # The same CA and names, ten days of validity: what the host would serve
     # had no run renewed it for almost a year.
