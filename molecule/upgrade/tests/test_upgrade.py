@@ -10,6 +10,9 @@ together, and the order here is the story.
 """
 import json
 import os
+import signal
+import subprocess
+import time
 
 import pytest
 import testinfra
@@ -187,14 +190,59 @@ def test_04_a_failed_migration_rolls_everything_back(host, state):
     state["trap_survived"] = DATABASE.query("SELECT count(*) FROM pg_trigger WHERE tgname = %s", (TRAP,))[0][0]
 
 
-def test_05_the_rerun_completes_once_the_cause_is_gone(host, state):
+def site_process(version):
+    """site.yml started in the background, as an operator's terminal would run it, its output line by line."""
+    command = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(project_playbook("site.yml")),
+               "-e", json.dumps({"letta_version": version})]
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", PYTHONUNBUFFERED="1")
+    return subprocess.Popen(command, cwd=SCENARIO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def test_05_an_interrupted_upgrade_is_finished_by_the_next_run_and_one_run_at_a_time(host, state):
+    """The cause is gone. The upgrade is interrupted (SIGINT, as Ctrl-C) once Letta stopped; then two runs start
+    together: exactly one proceeds and finishes the upgrade (taking over the dead run's lock), the other refuses
+    before it stops anything, naming the lock."""
     assert state.get("trap_survived") == 1
     with DATABASE.connect() as connection, connection.cursor() as cursor:
         cursor.execute(f"DROP TRIGGER {TRAP} ON agents")
         cursor.execute(f"DROP FUNCTION {TRAP}()")
-    upgrade_step(host, state, LAST)
+    interrupted = site_process(LAST)
+    output = []
+    for line in interrupted.stdout:
+        output.append(line)
+        if "Stop Letta on every host of this database" in line:
+            break
+    deadline = time.monotonic() + 120
+    while host.run("systemctl is-active letta.service").stdout.strip() == "active":
+        assert time.monotonic() < deadline, "".join(output)[-4000:]
+        time.sleep(0.2)
+    interrupted.send_signal(signal.SIGINT)
+    output.append(interrupted.communicate(timeout=120)[0])
+    assert interrupted.returncode != 0, "".join(output)[-4000:]
+    assert host.run("systemctl is-active letta.service").stdout.strip() != "active"
+    # What the interrupted run started on the hosts (a backup) ends with its SSH sessions.
+    deadline = time.monotonic() + 60
+    while host.run("pgrep -x pgbackrest").rc == 0 and time.monotonic() < deadline:
+        time.sleep(1)
+
+    runs = [site_process(LAST), site_process(LAST)]
+    finished = [run.communicate(timeout=1500)[0] for run in runs]
+    codes = sorted(run.returncode for run in runs)
+    assert codes[0] == 0 and codes[1] != 0, finished
+    refused = finished[[run.returncode for run in runs].index(codes[1])]
+    proceeded = finished[[run.returncode for run in runs].index(0)]
+    assert "Another run is changing Letta on database" in " ".join(refused.split()), refused[-4000:]
+    # Refused before any unit stopped: its stop task never ran.
+    assert "Stop Letta on every host of this database" not in refused, refused[-4000:]
+    assert "Took over the run lock of" in proceeded, proceeded[-4000:]
+    assert LETTA.wait_healthy()["version"] == LAST
+    assert REPLICA_LETTA.wait_healthy()["version"] == LAST
+    assert current_release(host) == LAST and current_release(replica()) == LAST
+    assert LETTA.snapshot() == state["data"]
     assert alembic_revision() == yaml.safe_load(
         (PROJECT / "roles" / "letta" / "vars" / "main.yml").read_text())["_letta_alembic_heads"][LAST]
+    assert host.run("ls /var/lib/hybridstack/locks/*.lock").rc != 0, "the lock outlived the run that took it"
 
 
 def test_06_converged_again_changes_nothing(host):  # pylint: disable=unused-argument
