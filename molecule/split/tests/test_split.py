@@ -216,7 +216,7 @@ def operator_tls_files(directory, names):
                  serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))}
     for name, content in files.values():
         (directory / name).write_bytes(content)
-    return {variable: str(directory / name) for variable, (name, _) in files.items()}
+    return {variable: str(directory / name) for variable, (name, _content) in files.items()}
 
 
 def test_check_diff_with_operator_tls_files_shows_no_private_key():

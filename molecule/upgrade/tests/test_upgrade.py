@@ -154,7 +154,7 @@ def test_04a_a_failed_pre_migration_backup_leaves_every_host_on_the_old_release(
     """The backup `stack` takes before it migrates fails (its repository is unwritable): `stack` rolls back,
     and `replica`, which does not migrate, must not start the new release on the unmigrated schema."""
     before = letta_hosts_state(host)
-    assert {release for release, _, _ in before[0].values()} == {MIDDLE}
+    assert {answer[0] for answer in before[0].values()} == {MIDDLE}
     backup_dir = f"/var/lib/pgbackrest/backup/{STANZA}"
     host.run_expect([0], f"chmod 0500 {backup_dir}")
     try:
