@@ -47,6 +47,15 @@ def spec_options(*kinds):
     return _cache[kinds]
 
 
+def _value(variables, name):
+    """The templated value, or None when it cannot be templated here (a value built from variables this host
+    does not have is checked by the role that uses it)."""
+    try:
+        return variables[name]
+    except Exception:  # pylint: disable=broad-exception-caught
+        return None
+
+
 def _breaks_line(value):
     return (isinstance(value, str) and not value.lstrip().startswith("-----BEGIN ")
             and ("\n" in value or "\r" in value))
@@ -60,7 +69,7 @@ def variables_with_line_breaks(variables):
     for name in spec_options("str", "path"):
         if name not in variables or name in _MULTI_LINE:
             continue
-        value = variables[name]
+        value = _value(variables, name)
         values = value if isinstance(value, list) else [value]
         if any(_breaks_line(item) for item in values):
             found.append(name)
@@ -72,12 +81,12 @@ def non_boolean_variables(variables):
     for name in spec_options("bool"):
         if name not in variables:
             continue
-        value = variables[name]
-        if isinstance(value, bool):
+        value = _value(variables, name)
+        # Only scalars are judged; a value that could not be templated here is the using role's to check.
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             continue
-        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip().lower() in _SPELLINGS:
-            continue
-        found.append(name)
+        if str(value).strip().lower() not in _SPELLINGS:
+            found.append(name)
     return found
 
 

@@ -236,9 +236,11 @@ def test_the_timers_full_and_diff_backups_land_on_the_repository_host_and_retent
 
 def test_wal_is_archived_on_the_repository_host(host):
     repo = box("repo")
-    archived = int(postgres_sql(host, "SELECT archived_count FROM pg_stat_archiver"))
-    assert archived > 0
-    segment = postgres_sql(host, "SELECT last_archived_wal FROM pg_stat_archiver")
+    segment = postgres_sql(host, "SELECT pg_walfile_name(pg_current_wal_lsn())")
+    postgres_sql(host, "CREATE TABLE IF NOT EXISTS wal_poke (n int); INSERT INTO wal_poke VALUES (0); SELECT pg_switch_wal()")
+    # WAL segment names of one timeline sort in the order they were written.
+    wait_until(lambda: re.sub(r"\..*", "", postgres_sql(host, "SELECT last_archived_wal FROM pg_stat_archiver")) >= segment,
+               60, f"{segment} archived")
     found = repo.run(f"find {REPO_DIR}/archive/{STANZA} -name '{segment}-*'").stdout.split()
     assert found, f"{segment} is not in the repository host's archive"
 
