@@ -22,10 +22,10 @@ from stacktest import (PROJECT, SCENARIO, VARS, Letta, LettaDatabase, journal_cu
 
 testinfra_hosts = ["stack"]
 HOST_VARS = {name: yaml.safe_load((SCENARIO / "inventory" / "host_vars" / f"{name}.yml").read_text())
-             for name in ("stack", "replica")}
+             for name in ("stack", "twin")}
 LETTA = Letta(HOST_VARS["stack"]["letta_port"], password=VARS["letta_server_password"])
 # The second Letta host on the same database; `stack` backs up and migrates.
-REPLICA_LETTA = Letta(HOST_VARS["replica"]["letta_port"], password=VARS["letta_server_password"])
+TWIN_LETTA = Letta(HOST_VARS["twin"]["letta_port"], password=VARS["letta_server_password"])
 DATABASE = LettaDatabase(VARS["postgresql_port"], VARS["postgresql_db_password"])
 # Every release the collection supports, oldest first (roles/letta/vars/main.yml
 # names them); the scenario converges the oldest and upgrades through the rest.
@@ -57,15 +57,15 @@ def current_release(host):
     return host.check_output("readlink /opt/letta/current").rsplit("/", 1)[-1]
 
 
-def replica():
-    return testinfra.get_host("ansible://replica", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+def twin():
+    return testinfra.get_host("ansible://twin", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
 
 
 def letta_hosts_state(host):
     """Per Letta host: the release that answers, the link, the schema record; and the database's revision."""
     return ({name: (letta.wait_healthy()["version"], current_release(box),
                     box.file("/var/lib/letta/schema-applied").content_string)
-             for name, letta, box in (("stack", LETTA, host), ("replica", REPLICA_LETTA, replica()))},
+             for name, letta, box in (("stack", LETTA, host), ("twin", TWIN_LETTA, twin()))},
             alembic_revision())
 
 
@@ -80,7 +80,7 @@ def fingerprint(host):
 def assert_check_mode_changes_nothing(version=None):
     check = site("--check", version=version)
     assert check.rc == 0, check.tail()
-    for name in ("stack", "replica"):
+    for name in ("stack", "twin"):
         recap = read_recap(check.stdout, name)
         assert recap["changed"] == 0 and recap["failed"] == 0, (name, check.tail())
 
@@ -89,7 +89,7 @@ def assert_converged(version):
     """A re-run changes nothing, and check mode neither changes nor fails anything."""
     run = site(version=version)
     assert run.rc == 0, run.tail()
-    for name in ("stack", "replica"):
+    for name in ("stack", "twin"):
         assert read_recap(run.stdout, name)["changed"] == 0, (name, run.tail())
     assert_check_mode_changes_nothing(version)
 
@@ -123,7 +123,7 @@ def upgrade_step(host, state, version):
     run = site(version=version)
     assert run.rc == 0, run.tail(6000)
     assert LETTA.wait_healthy()["version"] == version
-    assert REPLICA_LETTA.wait_healthy()["version"] == version
+    assert TWIN_LETTA.wait_healthy()["version"] == version
     assert unit_starts_since(host, "letta.service", before) == 1
     assert LETTA.snapshot() == state["data"]
     assert current_release(host) == version
@@ -152,7 +152,7 @@ def test_03_converged_again_changes_nothing(host):  # pylint: disable=unused-arg
 
 def test_04a_a_failed_pre_migration_backup_leaves_every_host_on_the_old_release(host, state):
     """The backup `stack` takes before it migrates fails (its repository is unwritable): `stack` rolls back,
-    and `replica`, which does not migrate, must not start the new release on the unmigrated schema."""
+    and `twin`, which does not migrate, must not start the new release on the unmigrated schema."""
     before = letta_hosts_state(host)
     assert {answer[0] for answer in before[0].values()} == {MIDDLE}
     backup_dir = f"/var/lib/pgbackrest/backup/{STANZA}"
@@ -184,9 +184,9 @@ def test_04_a_failed_migration_rolls_everything_back(host, state):
     assert alembic_revision() == revision
     assert LETTA.snapshot() == state["data"]
     # The host that did not migrate is back on the old release too.
-    assert REPLICA_LETTA.wait_healthy()["version"] == MIDDLE
-    assert current_release(replica()) == MIDDLE
-    assert f"letta {MIDDLE} " in replica().file("/var/lib/letta/schema-applied").content_string
+    assert TWIN_LETTA.wait_healthy()["version"] == MIDDLE
+    assert current_release(twin()) == MIDDLE
+    assert f"letta {MIDDLE} " in twin().file("/var/lib/letta/schema-applied").content_string
     state["trap_survived"] = DATABASE.query("SELECT count(*) FROM pg_trigger WHERE tgname = %s", (TRAP,))[0][0]
 
 
@@ -237,8 +237,8 @@ def test_05_an_interrupted_upgrade_is_finished_by_the_next_run_and_one_run_at_a_
     assert "Stop Letta on every host of this database" not in refused, refused[-4000:]
     assert "Took over the run lock of" in proceeded, proceeded[-4000:]
     assert LETTA.wait_healthy()["version"] == LAST
-    assert REPLICA_LETTA.wait_healthy()["version"] == LAST
-    assert current_release(host) == LAST and current_release(replica()) == LAST
+    assert TWIN_LETTA.wait_healthy()["version"] == LAST
+    assert current_release(host) == LAST and current_release(twin()) == LAST
     assert LETTA.snapshot() == state["data"]
     assert alembic_revision() == yaml.safe_load(
         (PROJECT / "roles" / "letta" / "vars" / "main.yml").read_text())["_letta_alembic_heads"][LAST]
