@@ -20,8 +20,8 @@ import uuid
 import testinfra
 import yaml
 from livekit import api
-from stacktest import (PROJECT, SCENARIO, VARS, Letta, http, project_playbook, read_recap, run_playbook, unit_property,
-                       wait_for)
+from stacktest import (PROJECT, SCENARIO, VARS, Letta, exposure, http, project_playbook, read_recap, run_playbook,
+                       unit_property, wait_for)
 
 testinfra_hosts = ["db"]
 
@@ -187,6 +187,11 @@ def test_redis_unit_is_hardened_and_persistent(host):
     assert host.file("/var/lib/redis/appendonlydir").is_directory
     # No client can rewrite the config the role wrote.
     assert "NOPERM" in redis_as_livekit("config", "rewrite")
+
+
+def test_the_balancers_nginx_is_sandboxed(host):
+    assert exposure(host, "nginx.service") <= 2.0
+    assert unit_property(host, "nginx.service", "ProtectSystem") == "strict"
 
 
 # --- PostgreSQL ------------------------------------------------------------------
