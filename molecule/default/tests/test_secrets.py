@@ -92,7 +92,7 @@ def test_no_file_an_unprivileged_user_can_read_holds_a_secret(host):
 
 
 @pytest.mark.parametrize("unit, limit", [("letta.service", 1.5), ("livekit-server.service", 1.5),
-                                         ("livekit-agent.service", 2.5)])
+                                         ("livekit-agent.service", 2.0)])
 def test_units_are_hardened(host, unit, limit):
     out = host.run(f"systemd-analyze security --no-pager {unit}").stdout
     level = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out)

@@ -64,7 +64,20 @@ def test_unit_is_hardened(host):
     found = re.search(r"exposure level for letta\.service: ([0-9.]+)", result.stdout)
     assert found, result.stdout[-500:]
     # An unhardened unit scores about 9.6; FACTS section 5 reached 1.3.
-    assert float(found.group(1)) < 2.0, found.group(0)
+    assert float(found.group(1)) <= 2.0, found.group(0)
+
+
+def test_the_transient_units_reading_the_database_are_sandboxed_as_the_service(host):
+    unit = "letta-sandbox-check"
+    result = run_playbook("transient_sandbox.yml", extra_vars=[{"transient_unit": unit}])
+    assert result.rc == 0, result.tail()
+    try:
+        assert host.check_output(f"systemctl show -p User --value {unit}.service") == "letta"
+        found = re.search(r"exposure level for \S+: ([0-9.]+)",
+                          host.run(f"systemd-analyze security --no-pager {unit}.service").stdout)
+        assert found and float(found.group(1)) <= 2.0, found and found.group(0)
+    finally:
+        host.run(f"systemctl stop {unit}.service")
 
 
 def test_letta_role_logs_in_over_tcp_and_vector_is_installed():

@@ -17,6 +17,7 @@ import subprocess
 import time
 import uuid
 
+import pytest
 import testinfra
 import yaml
 from livekit import api
@@ -189,11 +190,18 @@ def test_redis_unit_is_hardened_and_persistent(host):
     assert "NOPERM" in redis_as_livekit("config", "rewrite")
 
 
-def test_the_balancers_nginx_is_sandboxed(host):
-    # Debian's unit alone scores 9.6. With the drop-in 2.7: nginx's master runs as root to bind, setuid its
-    # workers and signal them, which keeps it above the 2.0 the other units reach.
-    assert exposure(host, "nginx.service") < 3.0
-    assert unit_property(host, "nginx.service", "ProtectSystem") == "strict"
+@pytest.mark.parametrize("unit", ["nginx.service", "redis-server.service"])
+def test_the_database_hosts_units_are_sandboxed(host, unit):
+    # Debian's nginx.service alone scores 9.6, 2.7 with a root master; its
+    # master runs as www-data now, keeping only the capability to bind.
+    assert exposure(host, unit) <= 2.0
+    assert unit_property(host, unit, "ProtectSystem") == "strict"
+
+
+def test_the_balancers_nginx_master_is_unprivileged(host):
+    master = unit_property(host, "nginx.service", "MainPID")
+    assert host.check_output(f"ps -o user= -p {master}") == "www-data"
+    assert host.check_output("grep -E '^\\s*(user|pid)\\s' /etc/nginx/nginx.conf") == "pid /run/nginx/nginx.pid;"
 
 
 # --- PostgreSQL ------------------------------------------------------------------
