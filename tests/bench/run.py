@@ -103,6 +103,14 @@ class Mirror:
         (self.root / "releases").mkdir(parents=True)
         (self.root / "releases" / f"v{LIVEKIT_VERSION}").symlink_to(release)
         self.release = pathlib.Path(release)
+        # The role takes a download only against a sha256 known in advance:
+        # the one `pack` wrote beside the archive it built.
+        archive = f"livekit_{LIVEKIT_VERSION}_linux_amd64.tar.gz"
+        listed = re.search(r"(?m)^([0-9a-f]{64}) [ *]" + re.escape(archive) + r"[ \t]*(?=\n|\Z)",
+                           (self.release / "checksums.txt").read_text())
+        if not listed:
+            sys.exit(f"bench: {self.release / 'checksums.txt'} lists no sha256 for {archive}")
+        self.sha256 = listed.group(1)
         self.pidfile = workdir / "mirror.pid"
         self.port = port_from_values("bench_mirror_port")
         subprocess.run([str(ARCHIVE), "serve", str(self.root), "--port", str(self.port),
@@ -146,7 +154,7 @@ class Stack:
         self.inventory = workdir / f"{box['name']}.yml"
         write_inventory(box, self.inventory)
         self.extra = ["-e", f"@{VALUES}", "-e", f"@{workdir / 'secrets.yml'}",
-                      "-e", f"livekit_download_base_url={mirror.base_url}"]
+                      "-e", f"livekit_download_base_url={mirror.base_url}", "-e", f"livekit_archive_sha256={mirror.sha256}"]
 
     def play(self, label, playbook, *args):
         # profile_tasks' own cost is a few milliseconds per task.

@@ -26,6 +26,8 @@ VALID = {
     "livekit_api_key": "APItestkey",
     "livekit_api_secret": "s" * 40,
     "livekit_rtc_node_ip": "127.0.0.1",
+    # The role pins no release's sha256 yet: every download needs the operator's.
+    "livekit_archive_sha256": "0123456789abcdef" * 4,
 }
 
 
@@ -99,6 +101,12 @@ BAD_INPUT = {
     "letta exposed without password": ({"letta_host": "0.0.0.0"}, ["letta_host", "letta_server_password"]),
     "livekit short secret": ({"livekit_api_secret": "too-short"}, ["livekit_api_secret"]),
     "livekit sha256 format": ({"livekit_archive_sha256": "abc123"}, ["livekit_archive_sha256"]),
+    "livekit plain http download without sha256": (
+        {"livekit_download_base_url": "http://mirror.example.test/livekit", "livekit_archive_sha256": None},
+        ["livekit_download_base_url", "livekit_archive_sha256", "http://"]),
+    "livekit download of an unpinned version without sha256": (
+        {"livekit_version": "9.9.9", "livekit_archive_sha256": None},
+        ["livekit_archive_sha256", "9.9.9"]),
     "livekit external ip without stun": ({"livekit_rtc_use_external_ip": True, "livekit_rtc_node_ip": ""},
                                          ["livekit_rtc_stun_servers"]),
     "livekit turn without domain": ({"livekit_turn_enabled": True}, ["livekit_turn_domain"]),
@@ -189,6 +197,7 @@ ACCEPTED_OPT_OUTS = {
         "postgresql_backup_s3_region": "r", "postgresql_backup_s3_key": "AKIATEST", "postgresql_backup_s3_key_secret": "k" * 30,
         "postgresql_backup_cipher_pass": "Cipher-pass-of-the-test-0123", "postgresql_backup_s3_verify_tls": False,
         "postgresql_backup_s3_allow_unverified_tls": True},
+    "plain http mirror with the operator's sha256": {"livekit_download_base_url": "http://mirror.example.test/livekit"},
 }
 
 
@@ -307,7 +316,7 @@ def test_the_scaled_example_inventory_passes_validation():
                "letta_server_password": "Server-password-of-the-test", "livekit_api_key": "APItestkey",
                "letta_encryption_key": "Encryption-key-of-the-test-0123456789",
                "redis_livekit_password": "Redis-password-of-the-test",
-               "livekit_api_secret": "s" * 40, **UNREACHABLE}
+               "livekit_api_secret": "s" * 40, "livekit_archive_sha256": VALID["livekit_archive_sha256"], **UNREACHABLE}
     rc, out = run_site(ROOT / "inventories" / "scaled" / "hosts.yml", "-e", yaml.safe_dump(secrets, default_flow_style=True))
     assert "UNREACHABLE" in out or "unreachable=1" in out, out
 
@@ -354,6 +363,27 @@ def test_operator_certificate_files_are_checked_before_any_host_is_contacted(tmp
     assert_refused_untouched(rc, out, "postgresql_tls_cert_file", expected)
 
 
+def test_an_offline_archive_with_its_checksums_passes_validation(tmp_path):
+    """No livekit_archive_sha256: the checksums.txt beside the archive on the controller is the operator's own."""
+    archive = tmp_path / "livekit_1.13.5_linux_amd64.tar.gz"
+    archive.write_bytes(b"an archive")
+    (tmp_path / "checksums.txt").write_text("0" * 64 + "  " + archive.name + "\n")
+    rc, out = run_site(one_box(tmp_path, livekit_archive_sha256=None, livekit_archive_src=str(archive),
+                               livekit_download_base_url="http://mirror.example.test/livekit"))
+    assert "UNREACHABLE" in out or "unreachable=1" in out, out
+
+
+def test_a_download_without_a_known_sha256_is_refused_whatever_else_is_valid(tmp_path):
+    """The role's defaults (upstream's https URL, its pinned version) with no livekit_archive_sha256."""
+    rc, out = run_site(one_box(tmp_path, livekit_archive_sha256=None))
+    version = yaml.safe_load((ROOT / "roles" / "livekit" / "defaults" / "main.yml").read_text())["livekit_version"]
+    pinned = yaml.safe_load((ROOT / "roles" / "livekit" / "vars" / "main.yml").read_text())["_livekit_release_sha256"]
+    if version in pinned:
+        assert "UNREACHABLE" in out or "unreachable=1" in out, out
+    else:
+        assert_refused_untouched(rc, out, "livekit_archive_sha256", version)
+
+
 def test_unpinned_agents_lock_is_refused(tmp_path):
     lock = tmp_path / "agents-lock.txt"
     lock.write_text("livekit-agents>=1.0\n")
@@ -366,7 +396,8 @@ def test_a_bad_value_on_one_host_stops_every_host(tmp_path):
     hosts = {
         "db1": (["postgres"], {"postgresql_db_password": VALID["postgresql_db_password"], "postgresql_port": 80}),
         "app1": (["letta"], {"letta_db_password": VALID["letta_db_password"], "letta_db_host": "127.0.0.1"}),
-        "media1": (["livekit"], {k: VALID[k] for k in ("livekit_api_key", "livekit_api_secret", "livekit_rtc_node_ip")}),
+        "media1": (["livekit"], {k: VALID[k] for k in ("livekit_api_key", "livekit_api_secret", "livekit_rtc_node_ip",
+                                                       "livekit_archive_sha256")}),
     }
     rc, out = run_site(inventory(tmp_path, hosts))
     assert_refused_untouched(rc, out, "postgresql_port")
@@ -378,7 +409,7 @@ def test_the_example_inventory_passes_validation():
     secrets = {"postgresql_db_password": "Db-password-of-the-test", "letta_db_password": "Db-password-of-the-test",
                "letta_server_password": "Server-password-of-the-test", "livekit_api_key": "APItestkey",
                "letta_encryption_key": "Encryption-key-of-the-test-0123456789",
-               "livekit_api_secret": "s" * 40, **UNREACHABLE}
+               "livekit_api_secret": "s" * 40, "livekit_archive_sha256": VALID["livekit_archive_sha256"], **UNREACHABLE}
     rc, out = run_site(ROOT / "inventories" / "example" / "hosts.yml", "-e", yaml.safe_dump(secrets, default_flow_style=True))
     assert "UNREACHABLE" in out or "unreachable=1" in out, out
 

@@ -46,6 +46,7 @@ def test_secrets_given_as_extra_vars_satisfy_the_preflight(tmp_path):
     # starts, which is where the unreachable placeholder hosts stop it.
     # Values the roles' own checks accept too: the validation pass runs them.
     result = run_site(tmp_path, "-e", "postgresql_db_password=Db-password-of-the-test letta_db_password=Db-password-of-the-test"
-                      " livekit_api_secret=" + "s" * 40 + " livekit_rtc_node_ip=127.0.0.1")
+                      " livekit_api_secret=" + "s" * 40 + " livekit_rtc_node_ip=127.0.0.1"
+                      " livekit_archive_sha256=" + "0123456789abcdef" * 4)
     assert "Missing required variables" not in result.stdout
     assert "UNREACHABLE" in result.stdout or "unreachable=1" in result.stdout, result.stdout

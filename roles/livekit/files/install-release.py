@@ -1,19 +1,24 @@
 """Install one livekit-server release archive into its version directory, verified, in one call.
 
-    install-release.py VERSION VERSION_DIR ARCHIVE [--url RELEASE_URL] [--sha256 HEX] [--check]
+    install-release.py VERSION VERSION_DIR ARCHIVE --sha256 HEX [--url RELEASE_URL] [--check]
 
 Run with the host's python3. ARCHIVE is the archive's path on the host: with
 --url it is downloaded there from RELEASE_URL (through a temporary file, kept
 only when its sha256 is the expected one); without, it was copied there
-already and is checked the same way. The expected sha256 is --sha256, or the
-archive's line in RELEASE_URL/checksums.txt.
+already and is checked the same way. The expected sha256 is --sha256, always:
+it must be known before the download (the role's pinned table, the
+operator's livekit_archive_sha256, or the checksums.txt beside an offline
+archive on the controller). Nothing is read from the download's own server
+to vouch for the download: a mirror that could swap the archive could swap
+its checksums.txt too.
 
 The archive is unpacked into a staging directory beside VERSION_DIR; its
 livekit-server must report VERSION, and its sha256 is recorded beside it as
 livekit-server.sha256. Only then does the staging directory replace
 VERSION_DIR (an unverified copy there goes), so VERSION_DIR is either whole
-and recorded or absent. The archive is removed in every case. With --check
-only the checksums are read and nothing is written.
+and recorded or absent. The archive is removed in every case. Nothing from the
+archive runs before its sha256 matched. With --check the arguments are only
+checked and what would be done is printed; nothing is read or written.
 
 Prints one line of what it did ("installed VERSION_DIR") or would do; exits
 non-zero with a "livekit: ..." line naming what failed.
@@ -35,19 +40,6 @@ BINARY = "livekit-server"
 
 def fail(message):
     sys.exit("livekit: " + message)
-
-
-def expected_sha256(archive_name, release_url, given):
-    if given:
-        return given.lower()
-    source = release_url + "/checksums.txt"
-    with urllib.request.urlopen(source, timeout=60) as response:
-        listing = response.read().decode("utf-8", "replace")
-    pattern = r"(?m)^([0-9a-fA-F]{64})[ \t]+\*?" + re.escape(archive_name) + r"[ \t]*$"
-    found = re.search(pattern, listing)
-    if not found:
-        fail("no sha256 for %s in %s; nothing was installed." % (archive_name, source))
-    return found.group(1).lower()
 
 
 def sha256_of(path):
@@ -110,16 +102,17 @@ def main(arguments):
     parser.add_argument("version_dir")
     parser.add_argument("archive")
     parser.add_argument("--url", default="")
-    parser.add_argument("--sha256", default="")
+    parser.add_argument("--sha256", required=True)
     parser.add_argument("--check", action="store_true")
     options = parser.parse_args(arguments)
-    if not (options.url or options.sha256):
-        parser.error("--url, --sha256 or both are needed")
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", options.sha256):
+        parser.error("--sha256 must be 64 hex digits (got %r)" % options.sha256)
     version, version_dir, archive, check = options.version, options.version_dir, options.archive, options.check
     release_url = options.url.rstrip("/")
-    expected = expected_sha256(os.path.basename(archive), release_url, options.sha256)
+    expected = options.sha256.lower()
     if check:
-        print("would install " + version_dir)
+        source = release_url + "/" + os.path.basename(archive) if release_url else archive
+        print("would install %s from %s if its sha256 is %s" % (version_dir, source, expected))
         return 0
     try:
         if release_url:
