@@ -8,6 +8,10 @@ non_boolean_variables: the boolean options a host's variables set to something
 that is neither a boolean nor a string Ansible's `bool` reads as one (true,
 false, yes, no, on, off, 1, 0, any case); `-e name=false` is such a string.
 variables_with_line_breaks: the string options whose value holds a line break.
+missing_required_variables: for the hosts of a run, "host: name" for each
+variable a role of the host's groups requires (its main entry point's
+`required: true` options, and one of each list the caller gives for the role,
+which an argument spec cannot say) that the host does not have.
 
 The argument specs are the one list of each role's variables and types; these
 filters read them from the collection itself, so a variable added to a spec
@@ -90,7 +94,33 @@ def non_boolean_variables(variables):
     return found
 
 
+def _required(role):
+    """The main entry point's required options of a role of this collection."""
+    if ("required", role) not in _cache:
+        path = os.path.join(_ROLES, role, "meta", "argument_specs.yml")
+        with open(path) as handle:
+            main = (yaml.safe_load(handle).get("argument_specs") or {}).get("main") or {}
+        _cache[("required", role)] = [[name] for name, option in (main.get("options") or {}).items()
+                                      if option.get("required")]
+    return _cache[("required", role)]
+
+
+def missing_required_variables(hosts, hostvars, roles_by_group, one_of=None):
+    """hosts: the run's hosts; roles_by_group: inventory group -> the roles its hosts run; one_of: role -> lists
+    of variables of which the role needs one."""
+    missing = []
+    for host in hosts:
+        variables = hostvars[host]
+        roles = [role for group in variables.get("group_names", []) for role in roles_by_group.get(group, [])]
+        for role in dict.fromkeys(roles):
+            for names in _required(role) + [list(names) for names in (one_of or {}).get(role, [])]:
+                if not any(name in variables for name in names):
+                    missing.append("%s: %s" % (host, names[0]))
+    return missing
+
+
 class FilterModule(object):
     def filters(self):
         return {"non_boolean_variables": non_boolean_variables,
-                "variables_with_line_breaks": variables_with_line_breaks}
+                "variables_with_line_breaks": variables_with_line_breaks,
+                "missing_required_variables": missing_required_variables}
