@@ -12,12 +12,12 @@ export PATH := $(VENV)/bin:$(PATH)
 UNIT_JOBS ?= 2
 SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 
-.PHONY: help host-deps tools lint sanity unit build-test molecule test up down bench
+.PHONY: help host-deps tools lint sanity unit integration build-test molecule test up down bench
 
 help:
 	@echo "make up      bring the whole stack up on a throwaway local box"
 	@echo "make down    destroy that box"
-	@echo "make test    lint, sanity, unit tests, collection build, every Molecule scenario"
+	@echo "make test    lint, sanity, unit and integration tests, collection build, every Molecule scenario"
 	@echo "make bench   timing benchmarks (box boot, converges)"
 
 host-deps:
@@ -40,6 +40,11 @@ sanity: tools
 unit: tools
 	python -m pytest -q -p no:cacheprovider -n $(UNIT_JOBS) --dist worksteal tests/unit tests/playbooks
 
+# Against this machine's package index, real venvs and a throwaway PostgreSQL
+# cluster; a pytest session of its own (its conftest is not the unit tests').
+integration: tools
+	python -m pytest -q -p no:cacheprovider -n $(UNIT_JOBS) --dist worksteal tests/integration
+
 build-test: tools
 	python -m pytest -q -p no:cacheprovider tests/build
 
@@ -47,7 +52,7 @@ build-test: tools
 molecule: tools
 	@scripts/run-scenarios $(SCENARIOS)
 
-test: lint sanity unit build-test molecule
+test: lint sanity unit integration build-test molecule
 
 up: tools
 	scripts/demo up

@@ -10,7 +10,7 @@
              on identical fresh boxes: the yardstick for the fresh converge.
 
 Each figure is the minimum and median of --runs runs. The report is printed
-as a table and written as JSON under tests/bench/results/ (or --output);
+as a table and written as JSON under docs/bench-results/ (or --output);
 `--compare OLD.json NEW.json` prints two reports side by side.
 """
 import argparse
@@ -408,7 +408,7 @@ def main():
                 shutil.rmtree(logs, ignore_errors=True)
                 shutil.copytree(workdir, logs, ignore=shutil.ignore_patterns("secrets.yml", "mirror*"))
                 print(f"bench: the runs' output is in {logs}", file=sys.stderr)
-    output = args.output or HERE / "results" / f"{now:%Y%m%dT%H%M%SZ}.json"
+    output = args.output or ROOT / "docs" / "bench-results" / f"{now:%Y%m%dT%H%M%SZ}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")
     text = f"make bench on {report['machine']['host']} ({report['machine']['cpus']} CPUs), {report['machine']['date']}\n\n{table(report)}\n"
