@@ -11,7 +11,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "roles" / "letta" / "files" / "fetch-sdist.py"
-SHA256 = yaml.safe_load((ROOT / "roles" / "letta" / "vars" / "main.yml").read_text())["_letta_sdist_sha256"]
+SHA256 = {release: facts["sdist_sha256"]
+          for release, facts in yaml.safe_load((ROOT / "roles" / "letta" / "vars" / "main.yml").read_text())["_letta_releases"].items()}
 VERSION = sorted(SHA256, key=lambda v: tuple(int(p) for p in v.split(".")))[-1]
 
 

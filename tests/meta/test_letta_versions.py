@@ -35,7 +35,7 @@ def version_sources(root):
     patch_spec = yaml.safe_load((root / PATCH_SPECS).read_text())["argument_specs"]["main"]["options"]
     return {
         MODULE_UTILS: checked_releases(root),
-        LETTA_VARS: set(yaml.safe_load((root / LETTA_VARS).read_text())["_letta_sdist_sha256"]),
+        LETTA_VARS: set(yaml.safe_load((root / LETTA_VARS).read_text())["_letta_releases"]),
         LETTA_LOCKS: {re.sub(r"^letta-(.*)\.txt$", r"\1", p.name) for p in (root / LETTA_LOCKS).glob("letta-*.txt")},
         PATCH_DEFAULTS: set(yaml.safe_load((root / PATCH_DEFAULTS).read_text())["letta_patch_supported_versions"]),
         PATCH_SPECS: set(patch_spec["letta_patch_supported_versions"].get("default") or []),
@@ -59,9 +59,10 @@ def test_every_place_lists_the_same_releases():
 
 
 def test_every_release_has_its_alembic_head():
-    heads = yaml.safe_load((ROOT / LETTA_VARS).read_text())["_letta_alembic_heads"]
-    assert set(heads) == version_sources(ROOT)[LETTA_VARS]
-    assert all(re.fullmatch(r"[0-9a-f]{12}", head) for head in heads.values())
+    releases = yaml.safe_load((ROOT / LETTA_VARS).read_text())["_letta_releases"]
+    assert all(re.fullmatch(r"[0-9a-f]{12}", facts["alembic_head"]) for facts in releases.values())
+    assert all(re.fullmatch(r"[0-9a-f]{64}", facts["sdist_sha256"]) for facts in releases.values())
+    assert list(releases) == sorted(releases, key=lambda release: tuple(map(int, release.split("."))))
 
 
 def test_the_role_passes_its_releases_down_to_the_patch_role():
@@ -107,7 +108,8 @@ def broken_copy(tmp_path, place):
         target.write_text(text.replace('CHECKED_RELEASES = (', 'CHECKED_RELEASES = ("0.16.99", ', 1))
     elif place == LETTA_VARS:
         text = target.read_text()
-        target.write_text(text.replace("_letta_sdist_sha256:\n", "_letta_sdist_sha256:\n  0.16.99: " + "0" * 64 + "\n", 1))
+        target.write_text(text.replace("_letta_releases:\n", "_letta_releases:\n  0.16.99: {sdist_sha256: %s, alembic_head: %s}\n"
+                                       % ("0" * 64, "0" * 12), 1))
     elif place == LETTA_LOCKS:
         (target / "letta-0.16.99.txt").write_text("letta==0.16.99\n")
     elif place == PATCH_DEFAULTS:

@@ -5,14 +5,8 @@ nothing listens, so a refusal without UNREACHABLE changed no host. The
 operator's certificate files are made here with `cryptography` and read by
 the validation pass on the controller.
 """
-import datetime
-
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from test_bad_input import VALID, assert_refused_untouched, inventory, run_site
+from sitecheck import VALID, assert_refused_untouched, inventory, make_certificate, run_site
 
 DOMAINS = {"edge_letta_domain": "letta.example.test", "edge_livekit_domain": "livekit.example.test",
            "edge_turn_domain": "turn.example.test"}
@@ -26,20 +20,7 @@ def edge_box(tmp_path, **overrides):
 
 def write_pem_pair(folder, name, not_after_days=30, names=tuple(DOMAINS.values()), key=None):
     """A self-signed certificate for `names` and its key; returns (cert path, key path)."""
-    key = key or ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=60))
-            .not_valid_after(now + datetime.timedelta(days=not_after_days))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = folder / f"{name}.crt", folder / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
+    return make_certificate(folder, name, names, days=not_after_days, key=key)[:2]
 
 
 def files_source(cert_path, key_path):
