@@ -5,6 +5,8 @@ listens. A host that was contacted shows up as UNREACHABLE, so a run that
 fails without that word changed no host: the refusal came from the
 validation pass, which reads variables only.
 """
+import pathlib
+
 import pytest
 import yaml
 from sitecheck import ROOT, UNREACHABLE, VALID, assert_refused_untouched, inventory, make_certificate, one_box, run_site
