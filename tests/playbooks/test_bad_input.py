@@ -11,6 +11,7 @@ import pytest
 import yaml
 from sitecheck import ROOT, UNREACHABLE, VALID, assert_refused_untouched, inventory, make_certificate, one_box, run_site
 
+
 def test_the_valid_baseline_passes_validation(tmp_path):
     rc, out = run_site(one_box(tmp_path))
     # Validation passed, so the play went on to the host, which does not answer.
