@@ -62,6 +62,12 @@ def assert_refused_untouched(rc, out, *names):
         assert name in text, f"{name} not named in the failure:\n{out}"
 
 
+def assert_site_refuses(inventory_path, *names):
+    """site.yml stops on this inventory naming each of `names`, and no host was contacted."""
+    rc, out = run_site(inventory_path)
+    assert_refused_untouched(rc, out, *names)
+
+
 def make_certificate(directory, name, names, days=30, issuer=None, key=None):
     """A PEM certificate (CA when issuer is None and names is empty) and its key; returns (cert path, key path, key, cert)."""
     key = key or ec.generate_private_key(ec.SECP256R1())

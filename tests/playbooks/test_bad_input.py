@@ -9,7 +9,7 @@ import pathlib
 
 import pytest
 import yaml
-from sitecheck import ROOT, UNREACHABLE, VALID, assert_refused_untouched, inventory, make_certificate, one_box, run_site
+from sitecheck import ROOT, UNREACHABLE, VALID, assert_refused_untouched, assert_site_refuses, inventory, make_certificate, one_box, run_site
 
 
 def test_the_valid_baseline_passes_validation(tmp_path):
@@ -170,8 +170,7 @@ def test_a_boolean_that_spells_nothing_is_refused_naming_it(tmp_path):
 @pytest.mark.parametrize("case", sorted(BAD_INPUT))
 def test_bad_input_is_refused_before_any_host_is_contacted(tmp_path, case):
     overrides, names = BAD_INPUT[case]
-    rc, out = run_site(one_box(tmp_path, **overrides))
-    assert_refused_untouched(rc, out, *names)
+    assert_site_refuses(one_box(tmp_path, **overrides), *names)
 
 
 def test_every_mistake_of_a_role_is_named_in_one_failure(tmp_path):
@@ -247,8 +246,7 @@ SCALED_BAD_INPUT = {
 @pytest.mark.parametrize("case", sorted(SCALED_BAD_INPUT))
 def test_bad_scaled_input_is_refused_before_any_host_is_contacted(tmp_path, case):
     overrides, names = SCALED_BAD_INPUT[case]
-    rc, out = run_site(scaled(tmp_path, **overrides))
-    assert_refused_untouched(rc, out, *names)
+    assert_site_refuses(scaled(tmp_path, **overrides), *names)
 
 
 def test_the_valid_scaled_baseline_passes_validation(tmp_path):
