@@ -18,6 +18,13 @@ def test_the_valid_baseline_passes_validation(tmp_path):
     assert "UNREACHABLE" in out or "unreachable=1" in out, out
 
 
+
+def test_a_host_in_a_group_of_the_operators_own_passes_validation(tmp_path):
+    path = inventory(tmp_path, {"box1": (["postgres", "letta", "livekit", "restore_target"], VALID)})
+    rc, out = run_site(path)
+    assert "UNREACHABLE" in out or "unreachable=1" in out, out
+
+
 BAD_INPUT = {
     "letta port below 1024": ({"letta_port": 80}, ["letta_port"]),
     "letta port above 65535": ({"letta_port": 70000}, ["letta_port"]),
