@@ -285,7 +285,7 @@ def script_environment():
     values = yaml.safe_load(VALUES.read_text())
     letta_version = role_file("letta/defaults/main.yml")["letta_version"]
     env = {"LETTA_VERSION": letta_version, "LIVEKIT_VERSION": LIVEKIT_VERSION,
-           "SDIST_SHA256": role_file("letta/vars/main.yml")["_letta_sdist_sha256"][letta_version],
+           "SDIST_SHA256": role_file("letta/vars/main.yml")["_letta_releases"][letta_version]["sdist_sha256"],
            "AGENTS_VERSION": role_file("livekit_agents/defaults/main.yml")["livekit_agents_version"],
            "PG_PORT": values["postgresql_port"], "LETTA_PORT": values["letta_port"],
            "LIVEKIT_PORT": values["livekit_port"], "LIVEKIT_UDP_PORT": values["livekit_rtc_udp_port"]}

@@ -33,7 +33,7 @@ PASSWORD = VARS["postgresql_db_password"]
 OLD_RELEASE = VARS["letta_version"]
 NEW_RELEASE = "0.16.8"
 OLD_SCHEMA = yaml.safe_load((PROJECT / "roles" / "letta" / "vars" / "main.yml").read_text())[
-    "_letta_alembic_heads"][OLD_RELEASE]
+    "_letta_releases"][OLD_RELEASE]["alembic_head"]
 STACK_LETTA = Letta(HOST_VARS["stack"]["letta_port"])
 FRESH_LETTA = Letta(HOST_VARS["fresh"]["letta_port"])
 STACK_DB = LettaDatabase(HOST_VARS["stack"]["postgresql_port"], PASSWORD)

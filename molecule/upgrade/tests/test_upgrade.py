@@ -29,7 +29,8 @@ TWIN_LETTA = Letta(HOST_VARS["twin"]["letta_port"], password=VARS["letta_server_
 DATABASE = LettaDatabase(VARS["postgresql_port"], VARS["postgresql_db_password"])
 # Every release the collection supports, oldest first (roles/letta/vars/main.yml
 # names them); the scenario converges the oldest and upgrades through the rest.
-RELEASES = sorted(yaml.safe_load((PROJECT / "roles" / "letta" / "vars" / "main.yml").read_text())["_letta_sdist_sha256"],
+LETTA_RELEASES = yaml.safe_load((PROJECT / "roles" / "letta" / "vars" / "main.yml").read_text())["_letta_releases"]
+RELEASES = sorted(LETTA_RELEASES,
                   key=lambda release: tuple(int(part) for part in release.split(".")))
 FIRST, MIDDLE, LAST = RELEASES
 assert VARS["letta_version"] == FIRST
@@ -242,8 +243,7 @@ def test_05_an_interrupted_upgrade_is_finished_by_the_next_run_and_one_run_at_a_
     assert TWIN_LETTA.wait_healthy()["version"] == LAST
     assert current_release(host) == LAST and current_release(twin()) == LAST
     assert LETTA.snapshot() == state["data"]
-    assert alembic_revision() == yaml.safe_load(
-        (PROJECT / "roles" / "letta" / "vars" / "main.yml").read_text())["_letta_alembic_heads"][LAST]
+    assert alembic_revision() == LETTA_RELEASES[LAST]["alembic_head"]
     assert host.run("ls /var/lib/hybridstack/locks/*.lock").rc != 0, "the lock outlived the run that took it"
 
 
