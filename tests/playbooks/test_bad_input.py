@@ -18,7 +18,6 @@ def test_the_valid_baseline_passes_validation(tmp_path):
     assert "UNREACHABLE" in out or "unreachable=1" in out, out
 
 
-
 def test_a_host_in_a_group_of_the_operators_own_passes_validation(tmp_path):
     path = inventory(tmp_path, {"box1": (["postgres", "letta", "livekit", "restore_target"], VALID)})
     rc, out = run_site(path)
