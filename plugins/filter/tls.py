@@ -109,6 +109,26 @@ def certificate_problems(cert_path, key_path, names, ca_path="", now=None):
     return problems
 
 
+def certificate_current(cert_pem, ca_pem, names, valid_for_seconds, now=None):
+    """Whether a server certificate read from a host may stay: it parses, covers every name, is valid for at least
+    valid_for_seconds more and was issued by the CA beside it. Missing text (None, empty) is not current."""
+    if not HAS_CRYPTOGRAPHY:
+        raise AnsibleFilterError("the cryptography package is missing on the controller")
+    if not cert_pem or not ca_pem:
+        return False
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    try:
+        certificate = x509.load_pem_x509_certificate(str(cert_pem).encode())
+        authority = x509.load_pem_x509_certificate(str(ca_pem).encode())
+        certificate.verify_directly_issued_by(authority)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    covered = _names_of(certificate)
+    return (certificate.not_valid_before_utc <= now
+            and certificate.not_valid_after_utc > now + datetime.timedelta(seconds=int(valid_for_seconds))
+            and all(_covered(str(name), covered) for name in names))
+
+
 def is_pem_certificate(text):
     """Whether text holds at least one PEM certificate that parses."""
     if not HAS_CRYPTOGRAPHY or not isinstance(text, str) or "-----BEGIN CERTIFICATE-----" not in text:
@@ -124,4 +144,5 @@ class FilterModule(object):
         return {
             "tls_certificate_problems": certificate_problems,
             "is_pem_certificate": is_pem_certificate,
+            "tls_certificate_current": certificate_current,
         }

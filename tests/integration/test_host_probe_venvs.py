@@ -1,6 +1,7 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""python_venv_probe run the way Ansible runs it: a separate interpreter with
-its arguments in a file, against real venvs and files in a temp dir."""
+"""host_probe's venvs and paths run the way Ansible runs it: a separate
+interpreter with its arguments in a file, against real venvs and files in a
+temp dir (python_venv's whole view of a host)."""
 
 import grp
 import hashlib
@@ -17,7 +18,7 @@ import pytest
 
 from conftest import COLLECTIONS, make_venv
 
-MODULE = Path(__file__).resolve().parents[2] / "plugins" / "modules" / "python_venv_probe.py"
+MODULE = Path(__file__).resolve().parents[2] / "plugins" / "modules" / "host_probe.py"
 
 
 def probe(check_mode=False, cwd=None, **args):
@@ -58,56 +59,49 @@ def venv(tmp_path):
 
 
 def test_existing_venv_lists_its_packages_with_normalised_names(venv):
-    result = probe(venv=str(venv), python=sys.executable)
+    result = probe(venvs=[str(venv)], paths=[sys.executable])
     assert result["changed"] is False
-    assert result["python_usable"] is True
-    assert result["venv_exists"] is True
-    assert result["packages"]["foo-bar-baz"] == "1.2"
-    assert result["packages"]["six"] == "1.17.0"
+    assert result["paths"][sys.executable]["executable"] is True
+    found = result["venvs"][str(venv)]
+    assert found["exists"] is True
+    assert found["packages"]["foo-bar-baz"] == "1.2"
+    assert found["packages"]["six"] == "1.17.0"
 
 
 def test_packages_in_the_working_directory_do_not_leak_in(venv, tmp_path):
     elsewhere = tmp_path / "cwd"
     add_distribution(elsewhere, "leaked", "9.9")
-    result = probe(cwd=str(elsewhere), venv=str(venv))
-    assert "leaked" not in result["packages"] and result["packages"]["six"] == "1.17.0"
+    packages = probe(cwd=str(elsewhere), venvs=[str(venv)])["venvs"][str(venv)]["packages"]
+    assert "leaked" not in packages and packages["six"] == "1.17.0"
 
 
 def test_missing_venv_and_interpreter_are_reported_not_failed(tmp_path):
-    result = probe(venv=str(tmp_path / "nothing"), python=str(tmp_path / "no-python"))
-    assert result["venv_exists"] is False and result["packages"] == {}
-    assert result["python_usable"] is False
-    assert result["tools_venv_exists"] is False and result["uv_version"] is None
-    assert result["paths"] == {}
+    result = probe(venvs=[str(tmp_path / "nothing")], paths=[str(tmp_path / "no-python")])
+    assert result["venvs"][str(tmp_path / "nothing")] == {"exists": False, "packages": {}, "environment": {}}
+    assert result["paths"][str(tmp_path / "no-python")]["executable"] is False
 
 
 def test_interpreter_without_execute_permission_is_not_usable(tmp_path):
     plain = tmp_path / "python3"
     plain.write_text("")
     plain.chmod(0o644)
-    assert probe(venv=str(tmp_path / "venv"), python=str(plain))["python_usable"] is False
+    assert probe(paths=[str(plain)])["paths"][str(plain)]["executable"] is False
 
 
-@pytest.mark.parametrize("output, status, expected", [
-    ("uv 0.9.5\n", 0, "0.9.5"),
-    ("uv 0.9.6 (4c0a5bd 2025-10-01)\n", 0, "0.9.6"),
-    ("uv 0.9.5\n", 1, None),
-    ("something else\n", 0, None),
-])
-def test_uv_version_of_the_tools_venv(tmp_path, output, status, expected):
+def test_an_interpreter_behind_a_link_is_usable(tmp_path):
+    link = tmp_path / "python3"
+    link.symlink_to(sys.executable)
+    found = probe(paths=[str(link)])["paths"][str(link)]
+    assert found["type"] == "link" and found["executable"] is True
+
+
+def test_the_tools_venv_names_the_uv_it_holds(tmp_path):
     tools = tmp_path / "tools"
-    executable(tools / "bin" / "python", "#!/bin/sh\n")
-    executable(tools / "bin" / "uv", "#!/bin/sh\nprintf '%s'\nexit %d\n" % (output, status))
-    result = probe(venv=str(tmp_path / "venv"), tools_venv=str(tools))
-    assert result["tools_venv_exists"] is True
-    assert result["uv_version"] == expected
-
-
-def test_tools_venv_without_uv(tmp_path):
-    tools = tmp_path / "tools"
-    executable(tools / "bin" / "python", "#!/bin/sh\n")
-    result = probe(venv=str(tmp_path / "venv"), tools_venv=str(tools))
-    assert result["tools_venv_exists"] is True and result["uv_version"] is None
+    add_distribution(make_venv(tools), "uv", "0.9.5")
+    assert probe(venvs=[str(tools)])["venvs"][str(tools)]["packages"]["uv"] == "0.9.5"
+    bare = tmp_path / "bare"
+    make_venv(bare)
+    assert "uv" not in probe(venvs=[str(bare)])["venvs"][str(bare)]["packages"]
 
 
 def test_paths_report_content_owner_and_mode(tmp_path):
@@ -115,47 +109,43 @@ def test_paths_report_content_owner_and_mode(tmp_path):
     lock.write_bytes(b"six==1.17.0\n")
     lock.chmod(0o640)
     missing = tmp_path / "missing.txt"
-    result = probe(venv=str(tmp_path / "venv"), paths=[str(lock), str(tmp_path), str(missing)])
+    result = probe(paths=[str(lock), str(tmp_path), str(missing)])
     owner, group = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
     assert result["paths"][str(lock)] == {
-        "exists": True, "isdir": False, "checksum": hashlib.sha1(b"six==1.17.0\n").hexdigest(),
-        "owner": owner, "group": group, "mode": "0640"}
+        "type": "file", "sha256": hashlib.sha256(b"six==1.17.0\n").hexdigest(), "target": None,
+        "owner": owner, "group": group, "mode": "0640", "writable": True, "executable": False}
     directory = result["paths"][str(tmp_path)]
-    assert directory["isdir"] is True and directory["checksum"] is None
+    assert directory["type"] == "directory" and directory["sha256"] is None
     assert directory["mode"] == "%04o" % (tmp_path.stat().st_mode & 0o7777)
-    assert result["paths"][str(missing)] == {
-        "exists": False, "isdir": False, "checksum": None, "owner": None, "group": None, "mode": None}
+    assert result["paths"][str(missing)]["type"] == "absent" and result["paths"][str(missing)]["owner"] is None
 
 
 def test_check_mode_gives_the_same_answers(venv, tmp_path):
-    args = dict(venv=str(venv), python=sys.executable, paths=[str(tmp_path)])
+    args = dict(venvs=[str(venv)], paths=[sys.executable, str(tmp_path)])
     assert probe(check_mode=True, **args) == probe(**args)
 
 
 def test_venv_whose_interpreter_fails_is_a_failure(tmp_path):
     broken = tmp_path / "venv"
     executable(broken / "bin" / "python", "#!/bin/sh\necho 'base interpreter gone' >&2\nexit 3\n")
-    result = probe(venv=str(broken))
+    result = probe(venvs=[str(broken)])
     assert result["failed"] is True
     assert "could not list its packages" in result["msg"] and "base interpreter gone" in result["msg"]
 
 
 def test_environment_is_the_venv_interpreters(venv, tmp_path):
-    environment = probe(venv=str(venv))["environment"]
+    environment = probe(venvs=[str(venv)])["venvs"][str(venv)]["environment"]
     assert environment["python"] == [platform.python_implementation(), platform.python_version()]
     assert environment["sys_platform"] == sys.platform
     assert environment["platform"][4] == platform.machine()
-    assert probe(venv=str(tmp_path / "nothing"))["environment"] == {}
 
 
 @pytest.mark.parametrize("content, expected", [
-    ('{"lock": "abc", "packages": {"six": "1.17.0"}}', {"lock": "abc", "packages": {"six": "1.17.0"}}),
-    ('["not", "an", "object"]', None),
-    ("{truncated", None),
+    ("letta 1.0 on db:5432/letta\n", "letta 1.0 on db:5432/letta\n"),
     (None, None),
 ])
-def test_record_is_returned_only_when_it_is_a_json_object(tmp_path, content, expected):
+def test_a_record_is_returned_as_text(tmp_path, content, expected):
     record = tmp_path / "record.json"
     if content is not None:
         record.write_text(content)
-    assert probe(venv=str(tmp_path / "venv"), record=str(record))["record"] == expected
+    assert probe(contents=[str(record)])["contents"][str(record)] == expected
