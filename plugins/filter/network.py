@@ -13,6 +13,9 @@ URI as [user, password, host, port, dbname, query] (host as written, an IPv6
 address in brackets; port and query None when absent), or [] when it is not
 one.
 uri_host: the host of such a URI without brackets; empty when it is not one.
+letta_endpoints: host:port of each Letta host of the inventory (its letta_host
+and letta_port, else the letta role's defaults), as nginx in front of the
+replicas names them: the edge's and the balancer's one list.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -20,6 +23,8 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import re
+
+from ansible_collections.hybridstack.letta_livekit.plugins.filter.variables import host_setting
 
 _IPV4_WILDCARDS = frozenset(["", "*", "0.0.0.0"])
 _DATABASE_URI = re.compile(
@@ -51,7 +56,12 @@ def uri_host(uri):
     return fields[2].strip("[]") if fields else ""
 
 
+def letta_endpoints(hosts, hostvars):
+    return ["%s:%s" % (url_host(host_setting(hostvars[host], "letta", "letta_host")),
+                       host_setting(hostvars[host], "letta", "letta_port")) for host in hosts]
+
+
 class FilterModule(object):
     def filters(self):
         return {"probe_address": probe_address, "url_host": url_host, "uri_host": uri_host,
-                "database_uri_fields": database_uri_fields}
+                "database_uri_fields": database_uri_fields, "letta_endpoints": letta_endpoints}

@@ -8,6 +8,8 @@ non_boolean_variables: the boolean options a host's variables set to something
 that is neither a boolean nor a string Ansible's `bool` reads as one (true,
 false, yes, no, on, off, 1, 0, any case); `-e name=false` is such a string.
 variables_with_line_breaks: the string options whose value holds a line break.
+host_setting: a host's value of a role's option, else the default of the
+role's argument spec (another host's role defaults are not in hostvars).
 missing_required_variables: for the hosts of a run, "host: name" for each
 variable a role of the host's groups requires (its main entry point's
 `required: true` options, and one of each list the caller gives for the role,
@@ -94,15 +96,26 @@ def non_boolean_variables(variables):
     return found
 
 
-def _required(role):
-    """The main entry point's required options of a role of this collection."""
-    if ("required", role) not in _cache:
+def _main_options(role):
+    """The main entry point's options of a role of this collection."""
+    if ("main", role) not in _cache:
         path = os.path.join(_ROLES, role, "meta", "argument_specs.yml")
         with open(path) as handle:
             main = (yaml.safe_load(handle).get("argument_specs") or {}).get("main") or {}
-        _cache[("required", role)] = [[name] for name, option in (main.get("options") or {}).items()
-                                      if option.get("required")]
-    return _cache[("required", role)]
+        _cache[("main", role)] = main.get("options") or {}
+    return _cache[("main", role)]
+
+
+def _required(role):
+    return [[name] for name, option in _main_options(role).items() if option.get("required")]
+
+
+def host_setting(variables, role, name):
+    """A host's value of a role's option, or the role's default when the host does not set it: what another
+    host's role reads of this one (role defaults are not in hostvars)."""
+    if name in variables:
+        return variables[name]
+    return _main_options(role)[name]["default"]
 
 
 def missing_required_variables(hosts, hostvars, roles_by_group, one_of=None):
@@ -123,4 +136,5 @@ class FilterModule(object):
     def filters(self):
         return {"non_boolean_variables": non_boolean_variables,
                 "variables_with_line_breaks": variables_with_line_breaks,
-                "missing_required_variables": missing_required_variables}
+                "missing_required_variables": missing_required_variables,
+                "host_setting": host_setting}

@@ -88,9 +88,10 @@ def test_certificate_missing_a_domain_is_refused(tmp_path):
     assert_refused_untouched(rc, out, "does not name turn.example.test")
 
 
-def test_the_edge_and_the_letta_balancer_on_one_host_are_refused(tmp_path):
+def test_the_edge_and_the_letta_balancer_may_share_a_host_and_its_nginx(tmp_path):
+    # One nginx: the edge's main configuration includes the balancer's site (molecule/edge runs it).
     balancer = {"letta_balancer_port": 8383, "letta_balancer_backends": ["127.0.0.2:8283"]}
     path = inventory(tmp_path, {"box1": (["postgres", "letta", "livekit", "edge", "letta_balancer"],
                                          dict(EDGE, **balancer))})
     rc, out = run_site(path)
-    assert_refused_untouched(rc, out, "both the edge and the letta_balancer groups", "edge_letta_upstreams")
+    assert "UNREACHABLE" in out or "unreachable=1" in out, out

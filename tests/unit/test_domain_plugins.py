@@ -61,3 +61,9 @@ def test_a_database_uri_in_its_fields():
     assert database_uri_fields("postgresql://letta:@db/letta") == ["letta", "", "db", None, "letta", None]
     for bad in ("postgresql://letta:pw@db/letta\n", "mysql://letta:pw@db/letta", "postgresql://letta@db/letta", ""):
         assert database_uri_fields(bad) == [], bad
+
+
+def test_the_letta_replicas_are_the_letta_hosts_with_the_roles_defaults_where_unset():
+    from ansible_collections.hybridstack.letta_livekit.plugins.filter.network import letta_endpoints
+    hostvars = {"a": {"letta_host": "10.0.0.5", "letta_port": 9000}, "b": {"letta_host": "fd00::6"}, "c": {}}
+    assert letta_endpoints(["a", "b", "c"], hostvars) == ["10.0.0.5:9000", "[fd00::6]:8283", "127.0.0.1:8283"]

@@ -138,6 +138,22 @@ def test_plain_http_to_letta_only_redirects():
         assert b"agent" not in body
 
 
+def test_the_balancer_answers_beside_the_edge_in_one_nginx(host):
+    # One nginx: the edge's main configuration includes the balancer's site, both over the letta group's replica.
+    connection = http.client.HTTPConnection(VARS["letta_balancer_listen_address"], VARS["letta_balancer_port"], timeout=20)
+    connection.request("GET", "/v1/health/")
+    answer = connection.getresponse()
+    assert answer.status == 200 and json.loads(answer.read())["status"] == "ok"
+    connection.close()
+    assert host.run("pgrep -c -x nginx -u www-data").stdout.strip() != "0"
+    masters = host.run("pgrep -x nginx -P 1").stdout.split()
+    assert len(masters) == 1, masters
+    upstreams = host.file("/etc/nginx/nginx.conf").content_string + host.file(
+        "/etc/nginx/conf.d/letta-balancer.conf").content_string
+    replica = f"{VARS['letta_host']}:{VARS['letta_port']}"
+    assert upstreams.count(f"server {replica}") == 2, upstreams
+
+
 def test_https_answers_with_security_headers_and_no_version(runner_tls):
     status, headers, body = https_get(runner_tls, LETTA, "/v1/health/")
     assert status == 200 and json.loads(body)["status"] == "ok", body
