@@ -81,6 +81,18 @@ options:
         description: Mode of the file, as an octal string such as C("0640").
         type: str
         default: "0644"
+      validate:
+        description:
+          - A command that checks the new content before it replaces the file, as O(ansible.builtin.template#module:validate)
+            does; C(%s) stands for the path of the checked file and C(%%) for a literal C(%), any other C(%) is refused.
+          - The command is split into arguments the way a shell would split words (quotes are honoured), then C(%s) is
+            replaced in each argument; no shell runs it, so wrap it in C(/bin/sh -c '...') when it needs one.
+          - It runs on the temporary file that already holds the new content with its final owner, group and mode,
+            in the file's own directory; only when it exits 0 is that file renamed over the old one. On any other
+            exit the temporary file is removed, the old file stays as it was, and the task fails with the path and
+            the command's output.
+          - Not run when the content is unchanged (only owner, group or mode differ), nor in check mode.
+        type: str
 attributes:
   check_mode:
     support: full
@@ -103,6 +115,13 @@ EXAMPLES = r"""
         group: letta
         mode: "0640"
   no_log: true
+
+- name: Write an nginx main config, checked by nginx before it replaces the old one
+  hybridstack.letta_livekit.write_files:
+    files:
+      - path: /etc/nginx/nginx.conf
+        content: "{{ lookup('ansible.builtin.template', 'nginx.conf.j2') }}"
+        validate: /usr/sbin/nginx -t -q -c %s
 
 - name: Write the backup service and its timers
   hybridstack.letta_livekit.write_files:
@@ -128,6 +147,8 @@ changed_paths:
 import grp
 import os
 import pwd
+import re
+import shlex
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
@@ -163,8 +184,33 @@ def wanted_ids(module, spec):
     return ids[0], ids[1], mode
 
 
-def replace(path, data, uid, gid, mode):
-    """Write data beside path with its final owner and mode, then rename it over path."""
+PLACEHOLDER = re.compile(r"%(.?)")
+
+
+def validate_argv(command, checked):
+    """argv of a validate command for the file checked; None when it names no %s or holds a stray %."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    argv, seen = [], 0
+    for word in words:
+        parts, start = [], 0
+        for found in PLACEHOLDER.finditer(word):
+            if found.group(1) not in ("s", "%"):
+                return None
+            seen += found.group(1) == "s"
+            parts.append(word[start:found.start()] + (checked if found.group(1) == "s" else "%"))
+            start = found.end()
+        argv.append("".join(parts) + word[start:])
+    return argv if seen else None
+
+
+def replace(module, path, data, uid, gid, mode, validate=None):
+    """Write data beside path with its final owner and mode, check it, then rename it over path.
+
+    The temporary file is removed on any failure; a validate failure returns its message instead of raising.
+    """
     handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.")
     try:
         with os.fdopen(handle, "wb") as out:
@@ -173,11 +219,19 @@ def replace(path, data, uid, gid, mode):
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
+        if validate is not None:
+            # The checker sees the file as the service will: content, owner and mode.
+            rc, stdout, stderr = module.run_command(validate_argv(validate, temporary))
+            if rc != 0:
+                os.unlink(temporary)
+                output = "\n".join(text.strip() for text in (stderr, stdout) if text.strip())
+                return f"{path}: the new content failed validation ({validate!r} exited {rc}), the old file is kept: {output}"
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+    return None
 
 
 def make_directory(module, spec, changed_paths):
@@ -235,11 +289,17 @@ def main():
                     "owner": {"type": "str", "default": "root"},
                     "group": {"type": "str", "default": "root"},
                     "mode": {"type": "str", "default": "0644"},
+                    "validate": {"type": "str"},
                 },
             },
         },
         supports_check_mode=True,
     )
+    # A command that could never run is refused before anything is written.
+    for spec in module.params["files"]:
+        if spec["validate"] is not None and validate_argv(spec["validate"], spec["path"]) is None:
+            module.fail_json(msg=f"{spec['path']}: validate {spec['validate']!r} must name the checked file as %s "
+                                 "(a literal % is written %%, quotes must be closed)")
     changed_paths, diffs = [], []
     for spec in module.params["directories"]:
         if make_directory(module, spec, changed_paths):
@@ -263,7 +323,9 @@ def main():
         if not module.check_mode:
             try:
                 if content_differs:
-                    replace(path, data, uid, gid, mode)
+                    refused = replace(module, path, data, uid, gid, mode, spec["validate"])
+                    if refused:
+                        module.fail_json(msg=refused, changed=bool(changed_paths), changed_paths=changed_paths)
                 else:
                     os.chown(path, uid, gid)
                     os.chmod(path, mode)

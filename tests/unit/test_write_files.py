@@ -136,3 +136,54 @@ def test_missing_parents_are_made_alike_and_a_file_in_the_way_is_named(tmp_path,
     for directory in (target / "taken", target / "taken" / "below"):
         result, _output = run(tmp_path, [], directories=[{"path": str(directory)}])
         assert result["failed"] is True and result["msg"] == f"{target / 'taken'}: a file is in the way of the directory"
+
+
+# The checkers below print what they saw of the checked file, so a test can tell it was the new content, with the
+# final mode, at a temporary path beside the target.
+REFUSE = "/bin/sh -c 'echo \"line 1 of $0: unknown directive\" >&2; exit 1' %s"
+ACCEPT = "/bin/sh -c 'test \"$(stat -c %%a \"$0\")\" = 640 && grep -q \"^port = 2$\" \"$0\" && echo \"$0\" >>\"$1\"' %s {log}"
+
+
+def test_a_failing_validate_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path, target):
+    (target / "a.conf").write_text("port = 1\n")
+    files = [{"path": str(target / "a.conf"), "content": "port = 2\n", "mode": "0640", "validate": REFUSE}]
+    result, _output = run(tmp_path, files)
+    assert result["failed"] is True
+    assert result["msg"].startswith(f"{target / 'a.conf'}: the new content failed validation")
+    assert "unknown directive" in result["msg"]
+    assert (target / "a.conf").read_text() == "port = 1\n"
+    assert sorted(p.name for p in target.iterdir()) == ["a.conf"]
+
+
+def test_a_passing_validate_sees_the_new_content_with_its_mode_then_the_file_is_written(tmp_path, target):
+    log = tmp_path / "checked.log"
+    files = [{"path": str(target / "a.conf"), "content": "port = 2\n", "mode": "0640",
+              "validate": ACCEPT.format(log=log)}]
+    result, _output = run(tmp_path, files)
+    assert result["changed_paths"] == [files[0]["path"]]
+    assert (target / "a.conf").read_text() == "port = 2\n" and mode_of(target / "a.conf") == 0o640
+    checked = log.read_text().splitlines()
+    assert len(checked) == 1 and checked[0].startswith(str(target / ".a.conf."))
+    assert sorted(p.name for p in target.iterdir()) == ["a.conf"]
+
+
+def test_validate_runs_only_on_new_content_and_never_in_check_mode(tmp_path, target):
+    (target / "a.conf").write_text("port = 1\n")
+    (target / "a.conf").chmod(0o600)
+    # Same content, other mode: only the mode is mended, the refusing checker is not asked.
+    result, _output = run(tmp_path, [{"path": str(target / "a.conf"), "content": "port = 1\n", "validate": REFUSE}])
+    assert result["changed_paths"] == [str(target / "a.conf")] and mode_of(target / "a.conf") == 0o644
+    result, _output = run(tmp_path, [{"path": str(target / "a.conf"), "content": "port = 2\n", "validate": REFUSE}],
+                          "--check")
+    assert not result.get("failed") and result["changed_paths"] == [str(target / "a.conf")]
+    assert (target / "a.conf").read_text() == "port = 1\n"
+
+
+@pytest.mark.parametrize("validate", ["/bin/true", "/bin/sh -c 'exit 0' %d", "/bin/true '%s"])
+def test_a_validate_without_a_place_for_the_file_is_refused_before_anything_is_written(tmp_path, target, validate):
+    files = [{"path": str(target / "first.conf"), "content": "x\n"},
+             {"path": str(target / "a.conf"), "content": "port = 2\n", "validate": validate}]
+    result, _output = run(tmp_path, files)
+    assert result["failed"] is True and result["msg"].startswith(f"{target / 'a.conf'}: validate ")
+    assert "must name the checked file as %s" in result["msg"]
+    assert sorted(p.name for p in target.iterdir()) == []
