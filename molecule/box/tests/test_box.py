@@ -4,10 +4,11 @@ import json
 import os
 import secrets
 import subprocess
+import time
 from pathlib import Path
 
 import yaml
-from stacktest import VARS, boot_id, restart_box
+from stacktest import PROJECT, VARS, boot_id, restart_box
 
 CACHE = Path(os.environ["HYBRIDSTACK_CACHE"])
 MOLECULE = yaml.safe_load((Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / "molecule.yml").read_text())
@@ -84,3 +85,40 @@ def test_restart_boots_the_same_tree_with_its_binds(host):
     previous_boot = host.run("journalctl -b -1 -n 1 -o json --no-pager")
     assert previous_boot.rc == 0, previous_boot.stderr
     assert json.loads(previous_boot.stdout)["_BOOT_ID"] == booted_before.replace("-", "")
+
+
+def box_processes(tree):
+    """Processes whose mount namespace has TREE at "/" (what scripts/box destroy must end)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            lines = (proc / "mountinfo").read_text().splitlines()
+        except OSError:
+            continue
+        roots = [line.split()[3] for line in lines if line.split()[4:5] == ["/"]]
+        if roots[:1] == [str(tree)]:
+            found.append(int(proc.name))
+    return found
+
+
+def test_destroy_ends_a_box_whose_nspawn_was_killed():
+    # A KILLed systemd-nspawn leaves the box's systemd and journald running; they wrote
+    # into the tree while destroy removed it ("Directory not empty", CI of 2026-12-07).
+    box = [str(PROJECT / "scripts" / "box")]
+    name = "box-orphaned"
+    created = subprocess.run(box + ["create", name, "--address", "127.0.0.6"], capture_output=True, text=True,
+                             check=False, timeout=300)
+    tree = CACHE / "boxes" / name
+    try:
+        assert created.returncode == 0, created.stderr[-2000:]
+        nspawn = int((tree / "pid").read_text())
+        os.kill(nspawn, 9)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and Path(f"/proc/{nspawn}").exists():
+            time.sleep(0.1)
+        assert box_processes(tree / "root"), "the box's processes died with nspawn: nothing to prove"
+    finally:
+        destroyed = subprocess.run(box + ["destroy", name], capture_output=True, text=True, check=False, timeout=120)
+    assert destroyed.returncode == 0, destroyed.stderr[-2000:]
+    assert not tree.exists()
+    assert box_processes(tree / "root") == []
