@@ -9,7 +9,9 @@ that is neither a boolean nor a string Ansible's `bool` reads as one (true,
 false, yes, no, on, off, 1, 0, any case); `-e name=false` is such a string.
 variables_with_line_breaks: the string options whose value holds a line break.
 host_setting: a host's value of a role's option, else the default of the
-role's argument spec (another host's role defaults are not in hostvars).
+role's argument spec (another host's role defaults are not in hostvars): the
+main entry point's, or for an option only another entry point has (such as
+postgresql_backup's repository_host), that entry point's.
 missing_required_variables: for the hosts of a run, "host: name" for each
 variable a role of the host's groups requires (its main entry point's
 `required: true` options, and one of each list the caller gives for the role,
@@ -106,6 +108,21 @@ def _main_options(role):
     return _cache[("main", role)]
 
 
+def _entry_point_option(role, name):
+    """A role's option as its main entry point declares it, else as the first other entry point that does."""
+    if ("option", role, name) not in _cache:
+        option = _main_options(role).get(name)
+        if option is None:
+            path = os.path.join(_ROLES, role, "meta", "argument_specs.yml")
+            with open(path) as handle:
+                specs = yaml.safe_load(handle).get("argument_specs") or {}
+            option = next((spec["options"][name] for spec in specs.values() if name in (spec.get("options") or {})), None)
+        if option is None:
+            raise KeyError("role %s has no option %s" % (role, name))
+        _cache[("option", role, name)] = option
+    return _cache[("option", role, name)]
+
+
 def _required(role):
     return [[name] for name, option in _main_options(role).items() if option.get("required")]
 
@@ -115,7 +132,7 @@ def host_setting(variables, role, name):
     host's role reads of this one (role defaults are not in hostvars)."""
     if name in variables:
         return variables[name]
-    return _main_options(role)[name]["default"]
+    return _entry_point_option(role, name)["default"]
 
 
 def missing_required_variables(hosts, hostvars, roles_by_group, one_of=None):

@@ -55,9 +55,12 @@ async def registry_connection(host, port):
 
 
 async def answer(writer, status):
-    writer.write(f"HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
-    await writer.drain()
-    writer.close()
+    try:
+        writer.write(f"HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        writer.close()
+    except ConnectionError:
+        pass  # the client gave up first
 
 
 async def proxy_client(reader, writer):
@@ -87,7 +90,7 @@ async def proxy_client(reader, writer):
         host, _, port = authority.partition(":")
         upstream = await registry_connection(host, int(port or 80))
     except (PermissionError, OSError, ValueError) as error:
-        print(f"box-uplink: {method} {target}: {error}", file=sys.stderr, flush=True)
+        print(f"box-uplink: {method} {target}: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
         await answer(writer, "502 Bad Gateway")
         return
     # One request per connection: the next one may name another host.

@@ -56,6 +56,13 @@ LETTA_PORT_PATH = [
 LETTA_PORT_CHECKS = ["roles/letta/tasks/assert.yml", "roles/letta/vars/main.yml"]
 
 
+# Plugins that read it for other hosts, on the side of that path: nginx's list of replicas (network.py's
+# letta_endpoints, for the edge and the balancer) and the firewall rule that opens the port to the hosts that
+# use it (firewall.py, added with the firewall role). Neither adds a step between the inventory and ExecStart,
+# so the path's count stays; each such reader is listed here and on the architecture page.
+LETTA_PORT_READERS = ["plugins/filter/network.py", "plugins/filter/firewall.py"]
+
+
 def test_letta_port_crosses_at_most_eight_files_and_the_architecture_page_lists_them():
     assert len(LETTA_PORT_PATH) + 1 <= 8  # the inventory is the first
     naming = {relative(path) for path in (ROOT / "roles" / "letta").rglob("*")
@@ -64,3 +71,11 @@ def test_letta_port_crosses_at_most_eight_files_and_the_architecture_page_lists_
     page = (ROOT / "docs" / "architecture.md").read_text()
     for step in LETTA_PORT_PATH + LETTA_PORT_CHECKS:
         assert f"`{step}`" in page, f"docs/architecture.md does not list {step}"
+
+
+def test_letta_port_is_read_on_the_side_only_by_the_listed_plugins():
+    naming = {relative(path) for path in (ROOT / "plugins").rglob("*.py") if re.search(r"\bletta_port\b", path.read_text())}
+    assert naming == set(LETTA_PORT_READERS), naming ^ set(LETTA_PORT_READERS)
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    for reader in LETTA_PORT_READERS:
+        assert f"`{reader}`" in page, f"docs/architecture.md does not list {reader}"

@@ -122,3 +122,60 @@ def test_destroy_ends_a_box_whose_nspawn_was_killed():
     assert destroyed.returncode == 0, destroyed.stderr[-2000:]
     assert not tree.exists()
     assert box_processes(tree / "root") == []
+
+
+def shared_network():
+    """The runner's own interfaces, addresses and routes: what a private box must never change."""
+    return [subprocess.run(["ip", "-o", *what], capture_output=True, text=True, check=True).stdout
+            for what in (["link"], ["addr"], ["route"], ["-6", "route"])]
+
+
+def test_private_boxes_have_networks_of_their_own_linked_by_veth():
+    """Two boxes in network namespaces of their own and a controller's net, linked by veth pairs made from
+    inside those namespaces: each reaches the other, SSH sees the controller's address, rules loaded in a box
+    filter that box only, downloads go through the uplink, and nothing of it touches the runner's network."""
+    box = [str(PROJECT / "scripts" / "box")]
+    names = {"box-net-ctl": "10.63.0.1", "box-net-a": "10.63.0.11", "box-net-b": "10.63.0.12"}
+
+    def run(*args, timeout=300):
+        result = subprocess.run(box + list(args), capture_output=True, text=True, check=False, timeout=timeout)
+        assert result.returncode == 0, (args, result.stderr[-2000:])
+        return result.stdout
+
+    before = shared_network()
+    try:
+        run("net", "box-net-ctl", "--private", names["box-net-ctl"])
+        for name in ("box-net-a", "box-net-b"):
+            run("create", name, "--private", names[name], "--host", f"{names['box-net-b']} box-net-b b.example.test")
+        for pair in (("box-net-ctl", "box-net-a"), ("box-net-ctl", "box-net-b"), ("box-net-a", "box-net-b")):
+            run("link", *pair)
+        assert shared_network() == before, "the runner's network changed"
+        key = CACHE / "boxes" / "box-net-b" / "ssh_key"
+        seen = subprocess.run(["ssh", "-q", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
+                               "UserKnownHostsFile=/dev/null", "-o", f"ProxyCommand={box[0]} connect box-net-ctl %h %p",
+                               "-i", str(key), f"root@{names['box-net-b']}", "echo $SSH_CONNECTION"],
+                              capture_output=True, text=True, check=False, timeout=60)
+        assert seen.stdout.split()[:1] == [names["box-net-ctl"]], seen.stderr
+        # Through the uplink: apt and an HTTPS client, with the box's only route out.
+        run("ssh", "box-net-a", "apt-get -q update >/dev/null && DEBIAN_FRONTEND=noninteractive "
+                                "apt-get install -y -q nftables >/dev/null")
+        probe = ("python3 -c 'import socket; socket.create_connection((\"b.example.test\", 22), 3); print(\"open\")'")
+        assert run("ssh", "box-net-a", probe).strip() == "open"
+        # A rule in b drops a's SSH; the runner's own view of the network is untouched.
+        run("ssh", "box-net-b", "apt-get -q update >/dev/null && DEBIAN_FRONTEND=noninteractive "
+                                "apt-get install -y -q nftables >/dev/null && "
+                                f"nft add table inet t && nft add chain inet t input '{{ type filter hook input priority 0; }}' && "
+                                f"nft add rule inet t input ip saddr {names['box-net-a']} tcp dport 22 drop")
+        cut = subprocess.run(box + ["ssh", "box-net-a", probe.replace("3)", "2)")], capture_output=True, text=True)
+        assert cut.returncode != 0 and "timed out" in cut.stderr, cut.stderr
+        assert shared_network() == before, "the runner's network changed"
+        # A restart is a power cycle of the box's network too: the rule is gone, the link is back.
+        run("restart", "box-net-b")
+        assert run("ssh", "box-net-b", "nft list tables").strip() == ""
+        assert run("ssh", "box-net-a", probe).strip() == "open"
+    finally:
+        for name in names:
+            subprocess.run(box + ["destroy", name], capture_output=True, text=True, check=False, timeout=120)
+    leftovers = subprocess.run(box + ["leftovers", "box-net"], capture_output=True, text=True, check=False)
+    assert leftovers.returncode == 0, leftovers.stderr
+    assert shared_network() == before

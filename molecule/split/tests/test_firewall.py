@@ -7,11 +7,13 @@ kernel answered) and "open". Without the firewall no port here would ever be "dr
 """
 import json
 import os
+import re
 import subprocess
+import time
 
 import pytest
 import testinfra
-from stacktest import PROJECT, VARS
+from stacktest import PROJECT, VARS, project_playbook, run_playbook
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 CONTROLLER_NET = "hsbox-split-ctl"
@@ -107,3 +109,115 @@ def test_ssh_answers_the_controller_and_not_the_outsider():
 def test_the_outsider_is_left_alone():
     # A host in no group: site.yml's plays name groups, so nothing of the collection reaches it.
     assert box(OUTSIDER).run("test -e /usr/sbin/nft || test -e /etc/hybridstack").rc != 0
+
+
+def harness(name, command):
+    """A command on a box through scripts/box's own path into it (from inside its namespace: no rule cuts it)."""
+    result = subprocess.run([str(PROJECT / "scripts" / "box"), "ssh", f"split-{name}", command],
+                            capture_output=True, text=True, timeout=120)
+    return result
+
+
+def loaded_table(name):
+    result = harness(name, "nft -s list table inet hybridstack")
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_packets_no_rule_accepts_are_dropped_and_counted():
+    reach(OUTSIDER, f"{DB}:{VARS['postgresql_port']}")
+    counter = harness("db1", "nft -j list counter inet hybridstack dropped")
+    assert counter.returncode == 0, counter.stderr
+    packets = [item["counter"]["packets"] for item in json.loads(counter.stdout)["nftables"] if "counter" in item]
+    assert packets and packets[0] > 0, counter.stdout
+
+
+def test_rules_that_would_not_let_the_controller_in_are_refused_before_loading():
+    before = loaded_table("letta1")
+    result = run_playbook("converge.yml", "--limit", "letta1", extra_vars=[{"firewall_ssh_port": 2222}])
+    assert result.rc != 0, result.tail()
+    assert "would not accept this controller's own connection" in result.flat_output, result.tail()
+    assert "Nothing was loaded" in result.flat_output, result.tail()
+    assert loaded_table("letta1") == before
+
+
+def test_rules_that_cut_the_controller_are_rolled_back_by_themselves():
+    """A rule set without the SSH rule, loaded through the role's own apply script: the controller's new
+    connections are dropped, and the timer the script armed restores the previous table by itself."""
+    seconds = 15
+    ssh = f"{LETTA}:22"
+    before = loaded_table("letta1")
+    cut = harness("letta1", "grep -v 'dport 22 ' /etc/hybridstack/firewall/rules.nft >/root/cut.nft && "
+                            f"/usr/local/lib/hybridstack/firewall-apply load /root/cut.nft {seconds}")
+    assert cut.returncode == 0, cut.stderr
+    loaded = time.monotonic()
+    try:
+        assert reach("controller", ssh) == {ssh: "dropped"}, "the rule set under test did not cut the controller"
+        while time.monotonic() - loaded < seconds + 20 and reach("controller", ssh) != {ssh: "open"}:
+            time.sleep(1)
+        back = time.monotonic() - loaded
+    finally:
+        # Whatever happened, the host must not stay cut off for the tests after this one.
+        harness("letta1", "/usr/local/lib/hybridstack/firewall-apply rollback")
+    assert back <= seconds + 5, f"the controller got in again {back:.0f} s after the load (rollback armed for {seconds} s)"
+    assert harness("letta1", "/usr/local/lib/hybridstack/firewall-apply status").stdout.strip() == "rolled-back"
+    assert loaded_table("letta1") == before
+
+
+def test_a_changed_port_moves_its_rule_and_closes_the_old_one(ports):
+    old, new = ports["livekit_rtc_tcp"], ports["livekit_rtc_tcp"] + 10
+    try:
+        result = run_playbook("converge.yml", "--limit", "media1", extra_vars=[{"livekit_rtc_tcp_port": new}])
+        assert result.rc == 0, result.tail()
+        # "dropped", not "refused": nothing listens on the old port any more, and no rule lets a packet reach it.
+        assert reach(OUTSIDER, f"{MEDIA}:{new}", f"{MEDIA}:{old}") == {f"{MEDIA}:{new}": "open", f"{MEDIA}:{old}": "dropped"}
+        table = loaded_table("media1")
+        assert f"tcp dport {new} accept" in table and f"tcp dport {old} accept" not in table, table
+    finally:
+        result = run_playbook("converge.yml", "--limit", "media1")
+    assert result.rc == 0, result.tail()
+    assert reach(OUTSIDER, f"{MEDIA}:{old}") == {f"{MEDIA}:{old}": "open"}
+
+
+def test_after_a_reboot_the_rules_are_loaded_before_any_service_listens():
+    restart = subprocess.run([str(PROJECT / "scripts" / "box"), "restart", "split-db1"],
+                             capture_output=True, text=True, timeout=300)
+    assert restart.returncode == 0, restart.stderr
+    assert "hybridstack" in loaded_table("db1")
+    def moment(unit, prop):
+        result = harness("db1", f"systemctl show -P {prop} {unit}")
+        assert result.stdout.strip().isdigit() and int(result.stdout) > 0, (unit, prop, result.stdout, result.stderr)
+        return int(result.stdout)
+
+    # The rules loaded (the oneshot unit active) before each listening service began to start.
+    loaded = moment("hybridstack-firewall.service", "ActiveEnterTimestampMonotonic")
+    starts = {unit: moment(unit, "InactiveExitTimestampMonotonic")
+              for unit in ("ssh.service", "postgresql@17-main.service", "pgbackrest.service")
+              if harness("db1", f"systemctl is-enabled --quiet {unit}").returncode == 0}
+    assert "postgresql@17-main.service" in starts, starts
+    assert all(loaded < start for start in starts.values()), (loaded, starts)
+    # Back in service, behind the same rules: PostgreSQL answers Letta's host and drops the outsider.
+    target = f"{DB}:{VARS['postgresql_port']}"
+    deadline = time.monotonic() + 60
+    while reach("letta1", target) != {target: "open"} and time.monotonic() < deadline:
+        time.sleep(1)
+    assert reach("letta1", target) == {target: "open"}
+    assert reach(OUTSIDER, target) == {target: "dropped"}
+
+
+def test_status_reports_a_listener_the_firewall_does_not_account_for():
+    stray = 41999
+    started = harness("letta1", f"systemd-run --quiet --unit=stray-listener --collect "
+                                f"python3 -m http.server {stray} --bind {LETTA} --directory /usr/share/doc")
+    assert started.returncode == 0, started.stderr
+    try:
+        deadline = time.monotonic() + 20
+        while reach("letta1", f"{LETTA}:{stray}") != {f"{LETTA}:{stray}": "open"} and time.monotonic() < deadline:
+            time.sleep(0.5)
+        status = run_playbook(project_playbook("status.yml"))
+    finally:
+        harness("letta1", "systemctl stop stray-listener")
+    flagged = re.findall(r"UNACCOUNTED (?:tcp|udp) \S+", status.flat_output)
+    assert flagged == [f"UNACCOUNTED tcp {LETTA}:{stray}"], status.tail()
+    # Every other socket is accounted for, each with who reaches it.
+    assert f"{LETTA}:{setting('letta1', 'letta_port')} (" in status.flat_output, status.tail()
