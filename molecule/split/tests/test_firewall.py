@@ -18,6 +18,7 @@ from stacktest import PROJECT, VARS, project_playbook, run_playbook
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 CONTROLLER_NET = "hsbox-split-ctl"
 DB, LETTA, MEDIA = VARS["stack_db_address"], VARS["stack_letta_address"], VARS["stack_livekit_address"]
+EDGE = "10.61.0.14"  # molecule.yml
 OUTSIDER = "outside1"
 
 # Every target at once, each in a thread: a dropped one costs its timeout once.
@@ -68,6 +69,8 @@ def ports():
         "letta": setting("letta1", "letta_port"),
         "livekit": setting("media1", "livekit_port"),
         "livekit_rtc_tcp": setting("media1", "livekit_rtc_tcp_port"),
+        "livekit_turn_tls": setting("media1", "livekit_turn_tls_port"),
+        "edge_https": 443,
         "agent_health": VARS["livekit_agents_health_port"],
     }
 
@@ -79,11 +82,20 @@ def test_postgresql_answers_the_letta_host_only(ports):
     assert reach(OUTSIDER, target) == {target: "dropped"}
 
 
-def test_letta_answers_the_agent_worker_host_only(ports):
+def test_letta_answers_the_edge_and_the_agent_worker_host_only(ports):
     target = f"{LETTA}:{ports['letta']}"
     assert reach("media1", target) == {target: "open"}
+    assert reach("edge1", target) == {target: "open"}
     assert reach(OUTSIDER, target) == {target: "dropped"}
     assert reach("db1", target) == {target: "dropped"}
+
+
+def test_livekit_api_and_turn_answer_the_edge_in_front_of_them(ports):
+    # The edge fronts LiveKit: its signal/API port and its TURN port (TLS ended at the edge) are internal.
+    api, turn = f"{MEDIA}:{ports['livekit']}", f"{MEDIA}:{ports['livekit_turn_tls']}"
+    assert reach("edge1", api, turn) == {api: "open", turn: "open"}
+    assert reach(OUTSIDER, api, turn) == {api: "dropped", turn: "dropped"}
+    assert reach("letta1", api, turn) == {api: "dropped", turn: "dropped"}
 
 
 def test_a_port_no_other_host_uses_answers_nobody(ports):
@@ -95,13 +107,13 @@ def test_a_port_no_other_host_uses_answers_nobody(ports):
 
 
 def test_public_ports_answer_the_outsider(ports):
-    # No edge fronts LiveKit in this layout: clients reach its signal and ICE/TCP ports directly.
-    targets = [f"{MEDIA}:{ports['livekit']}", f"{MEDIA}:{ports['livekit_rtc_tcp']}"]
+    # The edge's HTTPS, and LiveKit's ICE over TCP (media goes to the node itself, not through the edge).
+    targets = [f"{EDGE}:{ports['edge_https']}", f"{MEDIA}:{ports['livekit_rtc_tcp']}"]
     assert reach(OUTSIDER, *targets) == dict.fromkeys(targets, "open")
 
 
 def test_ssh_answers_the_controller_and_not_the_outsider():
-    targets = [f"{address}:22" for address in (DB, LETTA, MEDIA)]
+    targets = [f"{address}:22" for address in (DB, LETTA, MEDIA, EDGE)]
     assert reach("controller", *targets) == dict.fromkeys(targets, "open")
     assert reach(OUTSIDER, *targets) == dict.fromkeys(targets, "dropped")
 

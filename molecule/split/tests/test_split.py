@@ -1,4 +1,4 @@
-"""inventories/example on three boxes: Letta reaches PostgreSQL on another host over TLS (verify-full),
+"""inventories/example on four boxes: Letta reaches PostgreSQL on another host over TLS (verify-full),
 pg_hba.conf refuses hosts outside the client networks, Letta wants its password, the agent worker has it.
 
 Clients that use host names run inside the boxes (the names resolve there, never on the runner). Programs
@@ -15,7 +15,7 @@ from stacktest import EPHEMERAL, PROJECT, VARS, exposure, read_recap, project_pl
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 # The hosts of inventories/example/hosts.yml, one box each (molecule.yml).
-BOXES = ("db1", "letta1", "media1")
+BOXES = ("db1", "letta1", "media1", "edge1")
 # The tests below name their boxes; none runs once per host.
 testinfra_hosts = ["db1"]
 
