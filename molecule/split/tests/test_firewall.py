@@ -233,3 +233,11 @@ def test_status_reports_a_listener_the_firewall_does_not_account_for():
     assert flagged == [f"UNACCOUNTED tcp {LETTA}:{stray}"], status.tail()
     # Every other socket is accounted for, each with who reaches it.
     assert f"{LETTA}:{setting('letta1', 'letta_port')} (" in status.flat_output, status.tail()
+
+
+def test_pgbackrest_tls_server_answers_the_database_host_it_serves_only():
+    # letta1 holds db1's repository behind pgBackRest's TLS server (molecule.yml, converge.yml).
+    target = f"{LETTA}:8432"  # postgresql_backup_tls_server_port's default
+    assert reach("db1", target) == {target: "open"}
+    assert reach(OUTSIDER, target) == {target: "dropped"}
+    assert reach("media1", target) == {target: "dropped"}
