@@ -13,7 +13,7 @@ import time
 
 import pytest
 import testinfra
-from stacktest import PROJECT, VARS, project_playbook, run_playbook
+from stacktest import PROJECT, VARS, exposure, project_playbook, run_playbook
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 CONTROLLER_NET = "hsbox-split-ctl"
@@ -189,6 +189,10 @@ def test_a_changed_port_moves_its_rule_and_closes_the_old_one(ports):
         result = run_playbook("converge.yml", "--limit", "media1")
     assert result.rc == 0, result.tail()
     assert reach(OUTSIDER, f"{MEDIA}:{old}") == {f"{MEDIA}:{old}": "open"}
+
+
+def test_the_unit_that_loads_the_rules_at_boot_is_hardened():
+    assert exposure(box("db1"), "hybridstack-firewall.service") <= 2.0
 
 
 def test_after_a_reboot_the_rules_are_loaded_before_any_service_listens():
