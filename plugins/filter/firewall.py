@@ -343,7 +343,7 @@ def _port_text(value):
 
 
 def _port_range(text):
-    low, _, high = str(text).partition("-")
+    low, _dash, high = str(text).partition("-")
     return int(low), int(high or low)
 
 
@@ -457,10 +457,10 @@ def ss_listeners(text):
         fields = line.split()
         if len(fields) < 5 or fields[0] not in _PROTOCOLS:
             continue
-        address, _, port = fields[4].rpartition(":")
+        address, _colon, port = fields[4].rpartition(":")
         if not port.isdigit():
             continue
-        address, _, interface = address.partition("%")
+        address, _percent, interface = address.partition("%")
         address = address.strip("[]")
         process = _SS_PROCESS.search(line)
         key = (fields[0], address, interface, int(port))

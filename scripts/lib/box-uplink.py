@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The one way out of a box with a network namespace of its own: unix sockets in DIR, bind-mounted into the box.
 
   DIR/proxy.sock          an HTTP proxy (CONNECT, and absolute-URI requests) for apt, pip and uv in the box:
@@ -69,7 +68,7 @@ async def proxy_client(reader, writer):
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
         writer.close()
         return
-    request_line, _, rest = head.partition(b"\r\n")
+    request_line, _crlf, rest = head.partition(b"\r\n")
     try:
         method, target, version = request_line.decode("ascii").split(" ")
     except ValueError:
@@ -77,7 +76,7 @@ async def proxy_client(reader, writer):
         return
     try:
         if method == "CONNECT":
-            host, _, port = target.rpartition(":")
+            host, _colon, port = target.rpartition(":")
             upstream = await registry_connection(host.strip("[]"), int(port))
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             await writer.drain()
@@ -86,8 +85,8 @@ async def proxy_client(reader, writer):
         if not target.startswith("http://"):
             await answer(writer, "400 Bad Request")
             return
-        authority, _, path = target[len("http://"):].partition("/")
-        host, _, port = authority.partition(":")
+        authority, _slash, path = target[len("http://"):].partition("/")
+        host, _colon, port = authority.partition(":")
         upstream = await registry_connection(host, int(port or 80))
     except (PermissionError, OSError, ValueError) as error:
         print(f"box-uplink: {method} {target}: {type(error).__name__}: {error}", file=sys.stderr, flush=True)

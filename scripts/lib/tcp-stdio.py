@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Connect to HOST PORT and relay stdin/stdout: SSH's ProxyCommand into a box's private network,
 run by `box connect` inside a network namespace (`ip netns exec`), so the connection comes from there."""
 import os
@@ -14,7 +13,7 @@ def main(host, port):
     selector.register(sys.stdin.fileno(), selectors.EVENT_READ, "in")
     selector.register(connection, selectors.EVENT_READ, "net")
     while True:
-        for key, _ in selector.select():
+        for key, _events in selector.select():
             if key.data == "in":
                 data = os.read(sys.stdin.fileno(), 65536)
                 if not data:

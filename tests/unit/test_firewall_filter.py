@@ -320,7 +320,7 @@ def test_a_host_without_an_ip_address_needs_firewall_addresses():
 
 @pytest.mark.parametrize("addresses", [["192.0.2.11\n"], ["192.0.2.0/24"], ["letta1"], "192.0.2.11"])
 def test_firewall_addresses_must_be_addresses(addresses):
-    hostvars, _ = split()
+    hostvars, _groups = split()
     hostvars["letta1"]["firewall_addresses"] = addresses
     problems = firewall_address_problems("letta1", hostvars)
     assert len(problems) == 1 and "firewall_addresses" in problems[0], problems
