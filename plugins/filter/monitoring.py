@@ -1,0 +1,358 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, Hybridstack Maintainers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""What Prometheus scrapes, derived from the inventory: the monitoring role's prometheus.yml.
+
+monitoring_host_address: the address a host's exporters listen on and are
+scraped at: its exporters_listen_address, else (one host in the inventory)
+127.0.0.1, else the address the firewall knows it by (firewall_host_addresses).
+monitoring_targets: every target the inventory implies, each {job, target,
+host, labels}, in the order of the jobs and then of the inventory. Ports and
+addresses are read with host_setting from the owning roles' public variables
+(the exporters role's ports, letta_host, livekit_prometheus_port, ...), so a
+changed port moves its target and a host added to a group adds its targets.
+monitoring_scrape_configs: those targets as Prometheus scrape_configs; the
+probes go through the blackbox exporter of the monitoring host.
+monitoring_target_problems: targets the monitoring host cannot reach (a
+loopback address on another host), each a message naming the variable.
+monitoring_livekit_secrets: {host: password} of the LiveKit metrics ports
+with basic auth, for the password files Prometheus reads.
+monitoring_backup_hours: each backing-up database host's allowed backup age.
+monitoring_bcrypt: a bcrypt hash of a password with a salt derived from it and
+a seed, so a run that changes nothing writes the same web config.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import hashlib
+import re
+import warnings
+
+from ansible.errors import AnsibleFilterError
+from ansible.module_utils.parsing.convert_bool import boolean
+
+from ansible_collections.hybridstack.letta_livekit.plugins.filter.firewall import (
+    FirewallInputError, firewall_host_addresses)
+from ansible_collections.hybridstack.letta_livekit.plugins.filter.network import probe_address, url_host
+from ansible_collections.hybridstack.letta_livekit.plugins.filter.variables import host_setting
+from ansible_collections.hybridstack.letta_livekit.plugins.test.network import loopback
+
+# The jobs in the order prometheus.yml lists them.
+JOBS = ("prometheus", "alertmanager", "node", "postgres", "pgbackrest", "redis", "nginx", "livekit",
+        "probe_letta", "probe_livekit", "probe_agents", "probe_certificates")
+# The blackbox exporter module each probe job uses (the monitoring role's blackbox.yml defines them).
+PROBE_MODULES = {"probe_letta": "http_2xx", "probe_livekit": "http_2xx", "probe_agents": "http_2xx",
+                 "probe_certificates": "tls_connect"}
+_DIGITS = re.compile(r"[0-9]{1,5}")
+_BCRYPT_ALPHABET = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+
+class MonitoringInputError(AnsibleFilterError):
+    """An inventory the targets cannot be derived from; the message names the variable."""
+
+
+def _setting(hostvars, host, role, name):
+    return host_setting(hostvars[host], role, name)
+
+
+def _port(hostvars, host, role, name):
+    value = _setting(hostvars, host, role, name)
+    # int() would take " 80\n": a port written as text must be digits, whole.
+    if isinstance(value, str) and not _DIGITS.fullmatch(value):
+        value = "%r" % value
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        port = -1
+    if isinstance(value, bool) or not 0 <= port <= 65535:
+        raise MonitoringInputError("%s: %s must be a port number (got %r)"
+                                   % (host, name, _setting(hostvars, host, role, name)))
+    return port
+
+
+def _bool(hostvars, host, role, name):
+    return boolean(_setting(hostvars, host, role, name), strict=False)
+
+
+def _members(groups, *names):
+    """The hosts of these groups, each once, in inventory order."""
+    wanted = {host for name in names for host in groups.get(name, [])}
+    return [host for host in groups.get("all", []) if host in wanted]
+
+
+def monitoring_host_address(host, hostvars, groups):
+    given = _setting(hostvars, host, "exporters", "exporters_listen_address")
+    if given:
+        return str(given)
+    if len(groups.get("all", [])) == 1:
+        return "127.0.0.1"
+    try:
+        return firewall_host_addresses(host, hostvars)[0]
+    except FirewallInputError as error:
+        raise MonitoringInputError("%s (set exporters_listen_address for it: the address its exporters listen on "
+                                   "and the monitoring host scrapes)" % error.message)
+
+
+def _bound(address, host, hostvars, groups):
+    """The address to reach a service bound to `address` at: a wildcard is the host's own address."""
+    if str(address or "") in ("", "*", "0.0.0.0", "::"):
+        return monitoring_host_address(host, hostvars, groups)
+    return str(address)
+
+
+def _target(job, host, target, variable, **labels):
+    return {"job": job, "target": target, "host": host, "variable": variable, "labels": dict(labels, host=host)}
+
+
+def _exporter(job, hosts, hostvars, groups, port_name):
+    return [_target(job, host, "%s:%d" % (url_host(monitoring_host_address(host, hostvars, groups)),
+                                          _port(hostvars, host, "exporters", port_name)), "exporters_listen_address")
+            for host in hosts]
+
+
+def _backup_hosts(groups, hostvars):
+    """The postgres hosts that back up: pgBackRest's exporter runs there, which knows its stanza whatever the
+    repository type (a repository host of several stanzas would report each twice)."""
+    return [host for host in groups.get("postgres", [])
+            if _bool(hostvars, host, "postgresql_backup", "postgresql_backup_enabled")]
+
+
+def _livekit_metrics(groups, hostvars):
+    found = []
+    for host in groups.get("livekit", []):
+        port = _port(hostvars, host, "livekit", "livekit_prometheus_port")
+        if port == 0:
+            continue
+        binds = list(_setting(hostvars, host, "livekit", "livekit_bind_addresses") or [])
+        address = _bound(binds[0] if binds else "", host, hostvars, groups)
+        found.append(_target("livekit", host, "%s:%d" % (url_host(address), port), "livekit_bind_addresses"))
+    return found
+
+
+def _letta_probes(groups, hostvars):
+    found = []
+    for host in groups.get("letta", []):
+        address = _bound(_setting(hostvars, host, "letta", "letta_host"), host, hostvars, groups)
+        found.append(_target("probe_letta", host, "http://%s:%d/v1/health/" % (
+            url_host(address), _port(hostvars, host, "letta", "letta_port")), "letta_host", via="replica"))
+    for host in groups.get("letta_balancer", []):
+        address = _bound(_setting(hostvars, host, "letta_balancer", "letta_balancer_listen_address"),
+                         host, hostvars, groups)
+        found.append(_target("probe_letta", host, "http://%s:%d/v1/health/" % (
+            url_host(address), _port(hostvars, host, "letta_balancer", "letta_balancer_port")),
+            "letta_balancer_listen_address", via="balancer"))
+    for host in groups.get("edge", []):
+        domain = _setting(hostvars, host, "edge", "edge_letta_domain")
+        if domain:
+            found.append(_target("probe_letta", host, _https(domain, hostvars, host) + "/v1/health/",
+                                 "edge_letta_domain", via="edge"))
+    return found
+
+
+def _https(domain, hostvars, host):
+    port = _port(hostvars, host, "edge", "edge_https_port")
+    return "https://%s%s" % (domain, "" if port == 443 else ":%d" % port)
+
+
+def _livekit_probes(groups, hostvars):
+    found = []
+    for host in groups.get("livekit", []):
+        binds = list(_setting(hostvars, host, "livekit", "livekit_bind_addresses") or [])
+        address = _bound(binds[0] if binds else "", host, hostvars, groups)
+        found.append(_target("probe_livekit", host, "http://%s:%d/" % (
+            url_host(address), _port(hostvars, host, "livekit", "livekit_port")), "livekit_bind_addresses",
+            via="node"))
+    for host in groups.get("edge", []):
+        domain = _setting(hostvars, host, "edge", "edge_livekit_domain")
+        if domain:
+            found.append(_target("probe_livekit", host, _https(domain, hostvars, host) + "/", "edge_livekit_domain",
+                                 via="edge"))
+    return found
+
+
+def _agent_probes(groups, hostvars):
+    found = []
+    for host in groups.get("livekit", []):
+        if not _bool(hostvars, host, "livekit_agents", "livekit_agents_worker_enabled"):
+            continue
+        address = _bound(_setting(hostvars, host, "livekit_agents", "livekit_agents_health_host"),
+                         host, hostvars, groups)
+        found.append(_target("probe_agents", host, "http://%s:%d/" % (
+            url_host(address), _port(hostvars, host, "livekit_agents", "livekit_agents_health_port")),
+            "livekit_agents_health_host"))
+    return found
+
+
+def _certificate_probes(groups, hostvars):
+    """The certificates the collection manages and serves: the edge's names, LiveKit's own TURN/TLS, the
+    pgBackRest TLS servers of repository hosts."""
+    found = []
+    for host in groups.get("edge", []):
+        port = _port(hostvars, host, "edge", "edge_https_port")
+        for name in ("edge_letta_domain", "edge_livekit_domain", "edge_turn_domain"):
+            domain = _setting(hostvars, host, "edge", name)
+            if domain:
+                found.append(_target("probe_certificates", host, "%s:%d" % (domain, port), name))
+    for host in groups.get("livekit", []):
+        port = _port(hostvars, host, "livekit", "livekit_turn_tls_port")
+        if (_bool(hostvars, host, "livekit", "livekit_turn_enabled") and port > 0
+                and not _bool(hostvars, host, "livekit", "livekit_turn_external_tls")):
+            found.append(_target("probe_certificates", host, "%s:%d" % (
+                _setting(hostvars, host, "livekit", "livekit_turn_domain"), port), "livekit_turn_domain"))
+    for host in groups.get("backup_repository", []):
+        address = _bound(_setting(hostvars, host, "postgresql_backup", "postgresql_backup_tls_server_address"),
+                         host, hostvars, groups)
+        found.append(_target("probe_certificates", host, "%s:%d" % (
+            url_host(address), _port(hostvars, host, "postgresql_backup", "postgresql_backup_tls_server_port")),
+            "postgresql_backup_tls_server_address"))
+    return found
+
+
+def monitoring_targets(groups, hostvars):
+    monitors = groups.get("monitoring", [])
+    everyone = _members(groups, *[name for name in groups if name not in ("all", "ungrouped")])
+    targets = []
+    targets += [_target("prometheus", host, "%s:%d" % (
+        url_host(monitoring_host_address(host, hostvars, groups)),
+        _port(hostvars, host, "monitoring", "monitoring_prometheus_port")), "exporters_listen_address")
+        for host in monitors]
+    targets += [_target("alertmanager", host, "%s:%d" % (
+        url_host(monitoring_host_address(host, hostvars, groups)),
+        _port(hostvars, host, "monitoring", "monitoring_alertmanager_port")), "exporters_listen_address")
+        for host in monitors]
+    targets += _exporter("node", everyone, hostvars, groups, "exporters_node_port")
+    targets += _exporter("postgres", groups.get("postgres", []), hostvars, groups, "exporters_postgres_port")
+    targets += _exporter("pgbackrest", _backup_hosts(groups, hostvars), hostvars, groups, "exporters_pgbackrest_port")
+    targets += _exporter("redis", groups.get("redis", []), hostvars, groups, "exporters_redis_port")
+    targets += _exporter("nginx", _members(groups, "edge", "letta_balancer"), hostvars, groups, "exporters_nginx_port")
+    targets += _livekit_metrics(groups, hostvars)
+    targets += _letta_probes(groups, hostvars)
+    targets += _livekit_probes(groups, hostvars)
+    targets += _agent_probes(groups, hostvars)
+    targets += _certificate_probes(groups, hostvars)
+    return targets
+
+
+def monitoring_target_problems(groups, hostvars, monitor):
+    """Targets `monitor` (the monitoring host) cannot reach, named by the variable that placed them there."""
+    problems = []
+    try:
+        targets = monitoring_targets(groups, hostvars)
+    except MonitoringInputError as error:
+        return [str(error.message)]
+    for item in targets:
+        address = item["target"].split("://")[-1].rsplit(":", 1)[0].strip("[]")
+        if item["host"] != monitor and loopback(address):
+            problems.append("%s: %s listens on loopback (%s), which the monitoring host %s cannot reach; bind it to "
+                            "an address %s reaches" % (item["host"], item["variable"], address, monitor, monitor))
+    return problems
+
+
+def monitoring_scrape_configs(groups, hostvars, settings):
+    """settings: {blackbox: host:port of the monitoring host's blackbox exporter, secrets_dir: where the
+    monitoring role keeps the password files, interval: the scrape interval}."""
+    jobs = {}
+    for item in monitoring_targets(groups, hostvars):
+        jobs.setdefault(item["job"], []).append(item)
+    configs = []
+    for job in JOBS:
+        if job not in jobs:
+            continue
+        config = {"job_name": job,
+                  "static_configs": [{"targets": [item["target"]], "labels": item["labels"]} for item in jobs[job]]}
+        if job in PROBE_MODULES:
+            config.update({"metrics_path": "/probe", "params": {"module": [PROBE_MODULES[job]]}, "relabel_configs": [
+                {"source_labels": ["__address__"], "target_label": "__param_target"},
+                {"source_labels": ["__param_target"], "target_label": "instance"},
+                {"target_label": "__address__", "replacement": settings["blackbox"]}]})
+        if job in ("prometheus", "alertmanager"):
+            config["basic_auth"] = {"username": settings["web_username"],
+                                    "password_file": "%s/web-password" % settings["secrets_dir"]}
+        configs.append(config)
+    # One job per LiveKit host with basic auth: each node may have its own password.
+    return [item for config in configs for item in _split_livekit(config, hostvars, settings)]
+
+
+def _split_livekit(config, hostvars, settings):
+    if config["job_name"] != "livekit":
+        return [config]
+    plain, split = [], []
+    for static in config["static_configs"]:
+        host = static["labels"]["host"]
+        username = _setting(hostvars, host, "livekit", "livekit_prometheus_username")
+        if username:
+            split.append({"job_name": "livekit", "static_configs": [static], "basic_auth": {
+                "username": username, "password_file": "%s/livekit-%s" % (settings["secrets_dir"], host)}})
+        else:
+            plain.append(static)
+    if split:
+        # Prometheus wants job names unique: the host names the split ones.
+        for item in split:
+            item["job_name"] = "livekit_%s" % item["static_configs"][0]["labels"]["host"]
+    return ([dict(config, static_configs=plain)] if plain else []) + split
+
+
+def monitoring_livekit_secrets(groups, hostvars):
+    """{host: password} of the LiveKit nodes whose metrics ask for basic auth (for the password files)."""
+    found = {}
+    for host in groups.get("livekit", []):
+        if (_port(hostvars, host, "livekit", "livekit_prometheus_port") > 0
+                and _setting(hostvars, host, "livekit", "livekit_prometheus_username")):
+            found[host] = _setting(hostvars, host, "livekit", "livekit_prometheus_password")
+    return found
+
+
+def monitoring_backup_hours(groups, hostvars):
+    """[{host, hours}]: each backing-up database host's own postgresql_backup_max_age_hours, which its health
+    check already uses, so the alert and the health check agree."""
+    found = []
+    for host in _backup_hosts(groups, hostvars):
+        value = _setting(hostvars, host, "postgresql_backup", "postgresql_backup_max_age_hours")
+        try:
+            hours = int(value)
+        except (TypeError, ValueError):
+            hours = 0
+        if isinstance(value, bool) or hours < 1:
+            raise MonitoringInputError("%s: postgresql_backup_max_age_hours must be a positive number of hours (got %r)"
+                                       % (host, value))
+        found.append({"host": host, "hours": hours})
+    return found
+
+
+def monitoring_bcrypt(password, seed, rounds=10):
+    if not isinstance(password, str) or not password:
+        raise MonitoringInputError("monitoring_bcrypt: the password must be a non-empty string")
+    digest = hashlib.sha256(("%s\0%s" % (seed, password)).encode("utf-8")).digest()
+    # bcrypt's salt is 22 characters of its alphabet; the last one carries only 2 bits.
+    salt = "".join(_BCRYPT_ALPHABET[byte % 64] for byte in digest[:21]) + ".Oeu"[digest[21] % 4]
+    setting = "$2b$%02d$%s" % (int(rounds), salt)
+    try:
+        import bcrypt  # pylint: disable=import-outside-toplevel
+        return bcrypt.hashpw(password.encode("utf-8"), setting.encode("ascii")).decode("ascii")
+    except ImportError:
+        pass
+    try:
+        with warnings.catch_warnings():
+            # The fallback on Python < 3.13 controllers without the bcrypt package; the deprecation is known.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import crypt  # pylint: disable=import-outside-toplevel,deprecated-module
+    except ImportError:
+        raise MonitoringInputError("monitoring_bcrypt: install the Python package bcrypt on the controller")
+    hashed = crypt.crypt(password, setting)
+    if not hashed or not hashed.startswith("$2b$"):
+        raise MonitoringInputError("monitoring_bcrypt: this controller's crypt has no bcrypt; install the Python "
+                                   "package bcrypt on the controller")
+    return hashed
+
+
+class FilterModule(object):
+    def filters(self):
+        return {"monitoring_host_address": monitoring_host_address, "monitoring_targets": monitoring_targets,
+                "monitoring_scrape_configs": monitoring_scrape_configs,
+                "monitoring_target_problems": monitoring_target_problems,
+                "monitoring_livekit_secrets": monitoring_livekit_secrets,
+                "monitoring_backup_hours": monitoring_backup_hours,
+                "monitoring_bcrypt": monitoring_bcrypt}
