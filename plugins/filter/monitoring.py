@@ -7,6 +7,7 @@
 monitoring_host_address: the address a host's exporters listen on and are
 scraped at: its exporters_listen_address, else (one host in the inventory)
 127.0.0.1, else the address the firewall knows it by (firewall_host_addresses).
+monitoring_address_problems: why a host's exporters have no address, or [].
 monitoring_targets: every target the inventory implies, each {job, target,
 host, labels}, in the order of the jobs and then of the inventory. Ports and
 addresses are read with host_setting from the owning roles' public variables
@@ -28,6 +29,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import hashlib
+import ipaddress
 import re
 import warnings
 
@@ -94,6 +96,27 @@ def monitoring_host_address(host, hostvars, groups):
     except FirewallInputError as error:
         raise MonitoringInputError("%s (set exporters_listen_address for it: the address its exporters listen on "
                                    "and the monitoring host scrapes)" % error.message)
+
+
+def monitoring_address_problems(host, hostvars, groups):
+    """[] when the host's exporters have an address, else a message naming exporters_listen_address."""
+    given = _setting(hostvars, host, "exporters", "exporters_listen_address")
+    if given and _address_whole(given) is None:
+        return ["%s: exporters_listen_address must be an IP address written whole (got %r)" % (host, given)]
+    try:
+        monitoring_host_address(host, hostvars, groups)
+    except MonitoringInputError as error:
+        return [str(error.message)]
+    return []
+
+
+def _address_whole(text):
+    if not isinstance(text, str) or text != text.strip() or "%" in text:
+        return None
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
 
 
 def _bound(address, host, hostvars, groups):
@@ -353,6 +376,7 @@ class FilterModule(object):
         return {"monitoring_host_address": monitoring_host_address, "monitoring_targets": monitoring_targets,
                 "monitoring_scrape_configs": monitoring_scrape_configs,
                 "monitoring_target_problems": monitoring_target_problems,
+                "monitoring_address_problems": monitoring_address_problems,
                 "monitoring_livekit_secrets": monitoring_livekit_secrets,
                 "monitoring_backup_hours": monitoring_backup_hours,
                 "monitoring_bcrypt": monitoring_bcrypt}

@@ -3,7 +3,7 @@ inventory (a host added, a port changed) with nothing listed by hand."""
 import pytest
 
 from ansible_collections.hybridstack.letta_livekit.plugins.filter.monitoring import (
-    MonitoringInputError, monitoring_backup_hours, monitoring_bcrypt, monitoring_host_address,
+    MonitoringInputError, monitoring_address_problems, monitoring_backup_hours, monitoring_bcrypt, monitoring_host_address,
     monitoring_livekit_secrets, monitoring_scrape_configs, monitoring_target_problems, monitoring_targets)
 
 SETTINGS = {"blackbox": "192.0.2.30:9115", "secrets_dir": "/etc/prometheus/secrets", "web_username": "admin"}
@@ -218,3 +218,14 @@ def test_bcrypt_is_stable_per_seed_and_differs_between_seeds():
     assert first.startswith("$2b$10$") and len(first) == 60
     assert monitoring_bcrypt("correct horse battery", "mon1") == first
     assert monitoring_bcrypt("correct horse battery", "mon2") != first
+
+
+@pytest.mark.parametrize("address, says", [
+    ("192.0.2.21\n", "exporters_listen_address must be an IP address written whole"),
+    ("app1.internal", "exporters_listen_address must be an IP address written whole"),
+])
+def test_a_bad_listen_address_is_named(address, says):
+    hostvars, groups = scaled()
+    hostvars["app1"]["exporters_listen_address"] = address
+    assert monitoring_address_problems("app1", hostvars, groups) == ["app1: %s (got %r)" % (says, address)]
+    assert monitoring_address_problems("app2", hostvars, groups) == []
