@@ -261,7 +261,19 @@ def _service_rules(host, hostvars, groups):
     if "edge" in member:
         rules.append(_public("edge", "edge HTTP, public", "tcp", _int(host, hostvars, "edge", "edge_http_port")))
         rules.append(_public("edge", "edge HTTPS, public", "tcp", _int(host, hostvars, "edge", "edge_https_port")))
+    rules.extend(_monitoring_rules(host, hostvars, groups))
     return rules
+
+
+def _monitoring_rules(host, hostvars, groups):
+    """The ports the monitoring hosts scrape or probe on this host: the monitoring filter's targets, so a target
+    and its rule cannot disagree."""
+    if not groups.get("monitoring"):
+        return []
+    # Imported here: the monitoring filter reads firewall_host_addresses from this module.
+    from ansible_collections.hybridstack.letta_livekit.plugins.filter.monitoring import monitoring_targets
+    ports = sorted({item["port"] for item in monitoring_targets(groups, hostvars) if item["host"] == host})
+    return [_from_groups(host, "monitoring", "tcp", port, ["monitoring"], groups, hostvars) for port in ports]
 
 
 def _livekit_rules(host, hostvars, groups, edge_hosts):

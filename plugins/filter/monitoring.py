@@ -9,7 +9,7 @@ scraped at: its exporters_listen_address, else (one host in the inventory)
 127.0.0.1, else the address the firewall knows it by (firewall_host_addresses).
 monitoring_address_problems: why a host's exporters have no address, or [].
 monitoring_targets: every target the inventory implies, each {job, target,
-host, labels}, in the order of the jobs and then of the inventory. Ports and
+host, port, variable, labels}, in the order of the jobs and then of the inventory. Ports and
 addresses are read with host_setting from the owning roles' public variables
 (the exporters role's ports, letta_host, livekit_prometheus_port, ...), so a
 changed port moves its target and a host added to a group adds its targets.
@@ -48,6 +48,8 @@ JOBS = ("prometheus", "alertmanager", "node", "postgres", "pgbackrest", "redis",
 # The blackbox exporter module each probe job uses (the monitoring role's blackbox.yml defines them).
 PROBE_MODULES = {"probe_letta": "http_2xx", "probe_livekit": "http_2xx", "probe_agents": "http_2xx",
                  "probe_certificates": "tls_connect"}
+# scheme, host (an IPv6 address in brackets), port of a target.
+_TARGET = re.compile(r"(https?://)?(\[[^\]]+\]|[^/:]+)(?::([0-9]+))?")
 _DIGITS = re.compile(r"[0-9]{1,5}")
 _BCRYPT_ALPHABET = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -127,7 +129,10 @@ def _bound(address, host, hostvars, groups):
 
 
 def _target(job, host, target, variable, **labels):
-    return {"job": job, "target": target, "host": host, "variable": variable, "labels": dict(labels, host=host)}
+    found = _TARGET.match(target)
+    port = int(found.group(3)) if found.group(3) else (443 if found.group(1) == "https://" else 80)
+    return {"job": job, "target": target, "host": host, "port": port, "variable": variable,
+            "labels": dict(labels, host=host)}
 
 
 def _exporter(job, hosts, hostvars, groups, port_name):

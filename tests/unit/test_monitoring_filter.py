@@ -2,6 +2,7 @@
 inventory (a host added, a port changed) with nothing listed by hand."""
 import pytest
 
+from ansible_collections.hybridstack.letta_livekit.plugins.filter.firewall import firewall_rules
 from ansible_collections.hybridstack.letta_livekit.plugins.filter.monitoring import (
     MonitoringInputError, monitoring_address_problems, monitoring_backup_hours, monitoring_bcrypt, monitoring_host_address,
     monitoring_livekit_secrets, monitoring_scrape_configs, monitoring_target_problems, monitoring_targets)
@@ -229,3 +230,24 @@ def test_a_bad_listen_address_is_named(address, says):
     hostvars["app1"]["exporters_listen_address"] = address
     assert monitoring_address_problems("app1", hostvars, groups) == ["app1: %s (got %r)" % (says, address)]
     assert monitoring_address_problems("app2", hostvars, groups) == []
+
+
+def test_the_firewall_opens_each_target_port_to_the_monitoring_hosts_only():
+    hostvars, groups = scaled()
+    hostvars["mon1"] = {"ansible_host": "192.0.2.30"}
+    groups.update(monitoring=["mon1"], all=groups["all"] + ["mon1"])
+    settings = {"ssh_sources": [], "ssh_port": 22, "extra_rules": [], "controller": ""}
+    rules = [rule for rule in firewall_rules("app1", hostvars, groups, settings) if rule["service"] == "monitoring"]
+    assert [(rule["port"], rule["sources4"], rule["peers"]) for rule in rules] == [
+        ("6789", ["192.0.2.30"], ["mon1"]), ("7880", ["192.0.2.30"], ["mon1"]), ("8081", ["192.0.2.30"], ["mon1"]),
+        ("8283", ["192.0.2.30"], ["mon1"]), ("9100", ["192.0.2.30"], ["mon1"])]
+    # Its own listeners are reached from itself only.
+    assert [rule["sources4"] for rule in firewall_rules("mon1", hostvars, groups, settings)
+            if rule["service"] == "monitoring"] == [[], [], []]
+
+
+def test_no_monitoring_host_no_monitoring_rule():
+    hostvars, groups = scaled()
+    del groups["monitoring"]
+    settings = {"ssh_sources": [], "ssh_port": 22, "extra_rules": [], "controller": ""}
+    assert not [rule for rule in firewall_rules("app1", hostvars, groups, settings) if rule["service"] == "monitoring"]
