@@ -58,9 +58,10 @@ LETTA_PORT_CHECKS = ["roles/letta/tasks/assert.yml", "roles/letta/vars/main.yml"
 
 # Plugins that read it for other hosts, on the side of that path: nginx's list of replicas (network.py's
 # letta_endpoints, for the edge and the balancer) and the firewall rule that opens the port to the hosts that
-# use it (firewall.py, added with the firewall role). Neither adds a step between the inventory and ExecStart,
+# use it (firewall.py, added with the firewall role), and the health probe of each replica Prometheus runs
+# (monitoring.py, added with the monitoring role). None adds a step between the inventory and ExecStart,
 # so the path's count stays; each such reader is listed here and on the architecture page.
-LETTA_PORT_READERS = ["plugins/filter/network.py", "plugins/filter/firewall.py"]
+LETTA_PORT_READERS = ["plugins/filter/network.py", "plugins/filter/firewall.py", "plugins/filter/monitoring.py"]
 
 
 def test_letta_port_crosses_at_most_eight_files_and_the_architecture_page_lists_them():
