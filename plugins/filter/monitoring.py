@@ -38,7 +38,7 @@ from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.hybridstack.letta_livekit.plugins.filter.firewall import (
     FirewallInputError, firewall_host_addresses)
-from ansible_collections.hybridstack.letta_livekit.plugins.filter.network import probe_address, url_host
+from ansible_collections.hybridstack.letta_livekit.plugins.filter.network import url_host
 from ansible_collections.hybridstack.letta_livekit.plugins.filter.variables import host_setting
 from ansible_collections.hybridstack.letta_livekit.plugins.test.network import loopback
 
