@@ -27,9 +27,10 @@ def test_no_monitoring_host_needs_no_monitoring_input(tmp_path):
 def test_every_bad_monitoring_input_is_named_at_once(tmp_path):
     rc, out = run_site(box_with_monitoring(tmp_path, monitoring_web_password="short", monitoring_alert_for="5 minutes",
                                            monitoring_disk_used_percent=100, monitoring_prometheus_port=9093,
-                                           monitoring_email_to="ops@example.test", monitoring_email_smarthost="mail"))
+                                           monitoring_email_to="ops@example.test", monitoring_email_smarthost="mail",
+                                           monitoring_silence_hosts=["letta9"]))
     assert_refused_untouched(rc, out, "monitoring_web_password", "monitoring_alert_for", "monitoring_disk_used_percent",
-                             "monitoring_alertmanager_port", "monitoring_email_smarthost")
+                             "monitoring_alertmanager_port", "monitoring_email_smarthost", "'letta9'")
 
 
 def test_a_trailing_newline_is_refused(tmp_path):
