@@ -45,7 +45,7 @@ unit: tools
 integration: tools
 	python -m pytest -q -p no:cacheprovider -n $(UNIT_JOBS) --dist worksteal tests/integration
 
-build-test: tools
+build-test:
 	python -m pytest -q -p no:cacheprovider tests/build
 
 # MOLECULE_JOBS scenarios at a time (default 2): scripts/run-scenarios.
@@ -56,7 +56,7 @@ molecule: tools
 # each one's output kept whole): lint and sanity are one process each, and
 # run sequentially they left a core idle for minutes.
 CHECK_JOBS ?= 3
-test: tools
+test:
 	$(MAKE) --no-print-directory --output-sync=target -j $(CHECK_JOBS) lint sanity unit integration build-test
 	$(MAKE) --no-print-directory molecule
 
