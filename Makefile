@@ -56,7 +56,7 @@ molecule: tools
 # each one's output kept whole): lint and sanity are one process each, and
 # run sequentially they left a core idle for minutes.
 CHECK_JOBS ?= 3
-test:
+test: tools
 	$(MAKE) --no-print-directory --output-sync=target -j $(CHECK_JOBS) lint sanity unit integration build-test
 	$(MAKE) --no-print-directory molecule
 
