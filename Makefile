@@ -45,7 +45,7 @@ unit: tools
 integration: tools
 	python -m pytest -q -p no:cacheprovider -n $(UNIT_JOBS) --dist worksteal tests/integration
 
-build-test:
+build-test: tools
 	python -m pytest -q -p no:cacheprovider tests/build
 
 # MOLECULE_JOBS scenarios at a time (default 2): scripts/run-scenarios.
