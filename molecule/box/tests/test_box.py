@@ -122,6 +122,11 @@ def test_destroy_ends_a_box_whose_nspawn_was_killed():
     assert destroyed.returncode == 0, destroyed.stderr[-2000:]
     assert not tree.exists()
     assert box_processes(tree / "root") == []
+    # destroy returned before the tree was removed: a detached rm empties its trash slot.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and list((CACHE / "trash").glob(f"{name}.*")):
+        time.sleep(1)
+    assert not list((CACHE / "trash").glob(f"{name}.*")), "the destroyed tree was never removed"
 
 
 def shared_network():
