@@ -264,6 +264,18 @@ def monitoring_targets(groups, hostvars):
     return targets
 
 
+def _boxes_on_one_machine(groups, hostvars):
+    """True when every host is on a loopback address of its own: boxes sharing one machine's network
+    (docs/test-boxes.md), which reach each other's addresses; a real host's loopback stays its own."""
+    hosts = _members(groups, *[name for name in groups if name not in ("all", "ungrouped")])
+    try:
+        addresses = [monitoring_host_address(host, hostvars, groups) for host in hosts]
+    except MonitoringInputError:
+        return False
+    return (len(hosts) > 1 and all(loopback(address) for address in addresses)
+            and len(set(addresses)) == len(addresses))
+
+
 def monitoring_target_problems(groups, hostvars, monitor):
     """Targets `monitor` (the monitoring host) cannot reach, named by the variable that placed them there."""
     problems = []
@@ -271,8 +283,11 @@ def monitoring_target_problems(groups, hostvars, monitor):
         targets = monitoring_targets(groups, hostvars)
     except MonitoringInputError as error:
         return [str(error.message)]
+    boxes = _boxes_on_one_machine(groups, hostvars)
     for item in targets:
         address = item["target"].split("://")[-1].rsplit(":", 1)[0].strip("[]")
+        if boxes and address == monitoring_host_address(item["host"], hostvars, groups):
+            continue
         if item["host"] != monitor and loopback(address):
             problems.append("%s: %s listens on loopback (%s), which the monitoring host %s cannot reach; bind it to "
                             "an address %s reaches" % (item["host"], item["variable"], address, monitor, monitor))

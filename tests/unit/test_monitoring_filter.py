@@ -174,6 +174,28 @@ def test_a_target_on_another_hosts_loopback_is_a_problem():
     assert monitoring_target_problems(*reversed(scaled()), "db1") == []
 
 
+def test_boxes_each_on_a_loopback_address_of_their_own_reach_each_other():
+    """molecule/scale's layout: the boxes share one machine's network, each on its own 127.0.0.N, so a target on
+    another box's own address is reachable; that box's 127.0.0.1 still is not."""
+    hostvars, groups = scaled()
+    for index, host in enumerate(("db1", "app1", "app2")):
+        address = "127.0.0.%d" % (31 + index)
+        hostvars[host].update(exporters_listen_address=address)
+        for name in ("letta_host", "letta_balancer_listen_address", "livekit_agents_health_host"):
+            if name in hostvars[host]:
+                hostvars[host][name] = address
+        if "livekit_bind_addresses" in hostvars[host]:
+            hostvars[host]["livekit_bind_addresses"] = [address]
+    assert monitoring_target_problems(groups, hostvars, "db1") == []
+    hostvars["app2"]["letta_host"] = "127.0.0.1"
+    assert monitoring_target_problems(groups, hostvars, "db1") == [
+        "app2: letta_host listens on loopback (127.0.0.1), which the monitoring host db1 cannot reach; bind it "
+        "to an address db1 reaches"]
+    hostvars["app2"]["letta_host"] = "127.0.0.33"
+    hostvars["app1"]["exporters_listen_address"] = "127.0.0.33"
+    assert monitoring_target_problems(groups, hostvars, "db1") != []
+
+
 def test_scrape_configs_probe_through_the_blackbox_exporter():
     hostvars, groups = scaled()
     configs = {config["job_name"]: config for config in monitoring_scrape_configs(groups, hostvars, SETTINGS)}
