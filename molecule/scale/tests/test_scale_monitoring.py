@@ -1,0 +1,261 @@
+"""The monitoring host of inventories/scaled (db, 127.0.0.31), asked the way an operator asks.
+
+Prometheus and Alertmanager run on db; every box runs its exporters. The
+alerts reach a webhook receiver this module runs on the runner (the address
+the scenario's monitoring_webhook_url names), through the real Alertmanager.
+Runs after test_scale.py (file order): the faults here are undone before the
+next test.
+"""
+import base64
+import json
+import os
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+import pytest
+import testinfra
+from stacktest import VARS, http, project_playbook, run_playbook, unit_property
+
+ADDRESS = {"db": "127.0.0.31", "a": "127.0.0.32", "b": "127.0.0.33"}
+WEB_USER = "admin"
+WEB_PASSWORD = VARS["monitoring_web_password"]
+PROMETHEUS = f"http://{ADDRESS['db']}:9090"
+ALERTMANAGER = f"http://{ADDRESS['db']}:9093"
+LIVEKIT_METRICS_PORT = 6789
+SECRETS = {name: VARS[name] for name in ("monitoring_web_password", "monitoring_webhook_password",
+                                         "livekit_prometheus_password", "exporters_redis_password")}
+# The rules' `for:`, the scrape and evaluation intervals and Alertmanager's
+# group timings are seconds in the scenario: a fault is notified within this.
+ALERT_SECONDS = 120
+
+
+def box(name):
+    return testinfra.get_host(f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+
+
+def basic(user, password):
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def api(url, user=WEB_USER, password=WEB_PASSWORD, **kwargs):
+    return http(kwargs.pop("method", "GET"), url, headers=basic(user, password), **kwargs)
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """Alertmanager's webhook: each POST's JSON body kept with the Authorization header it came with."""
+    received = []
+
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        Receiver.received.append({"authorization": self.headers.get("Authorization"), "body": body,
+                                  "at": time.monotonic()})
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    hook = urlsplit(VARS["monitoring_webhook_url"])
+    server = ThreadingHTTPServer((hook.hostname, hook.port), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield Receiver.received
+    server.shutdown()
+    server.server_close()
+
+
+def notifications(received, alertname, host, status, since):
+    return [alert for message in received if message["at"] >= since
+            for alert in message["body"]["alerts"]
+            if alert["labels"].get("alertname") == alertname and alert["labels"].get("host") == host
+            and alert["status"] == status]
+
+
+def wait_notified(received, expected, status, since, seconds=ALERT_SECONDS):
+    """Every (alertname, host) of `expected` notified with `status` after `since`."""
+    deadline = time.monotonic() + seconds
+    missing = list(expected)
+    while time.monotonic() < deadline:
+        missing = [item for item in expected if not notifications(received, *item, status, since)]
+        if not missing:
+            return
+        time.sleep(2)
+    firing = api(f"{ALERTMANAGER}/api/v2/alerts")[1]
+    raise AssertionError(f"not notified {status} within {seconds} s: {missing}; Alertmanager holds "
+                         f"{[(a['labels'].get('alertname'), a['labels'].get('host')) for a in firing or []]}")
+
+
+def implied_targets():
+    """What the inventory implies, from the collection's own filter over the scenario's inventory."""
+    result = box("db").ansible(
+        "debug", "msg={{ groups | hybridstack.letta_livekit.monitoring_targets(hostvars) }}", check=False)
+    return sorted((item["job"], item["target"]) for item in result["msg"])
+
+
+def active_targets():
+    status, body = api(f"{PROMETHEUS}/api/v1/targets?state=active")
+    assert status == 200, body
+    return body["data"]["activeTargets"]
+
+
+def query(expression):
+    status, body = api(f"{PROMETHEUS}/api/v1/query?query={urllib_quote(expression)}")
+    assert status == 200, body
+    return body["data"]["result"]
+
+
+def urllib_quote(text):
+    from urllib.parse import quote
+    return quote(text, safe="")
+
+
+# --- targets ------------------------------------------------------------------
+
+def test_every_target_the_inventory_implies_is_scraped_and_up():
+    implied = implied_targets()
+    # A host of each kind: three node exporters, the database's, two nodes' metrics, probes through the blackbox.
+    jobs = {job for job, _target in implied}
+    assert {"prometheus", "alertmanager", "node", "postgres", "redis", "nginx", "livekit_a", "livekit_b",
+            "probe_letta", "probe_livekit", "probe_agents"} <= jobs | {"livekit_a", "livekit_b"}, implied
+    deadline, down = time.monotonic() + 120, None
+    while time.monotonic() < deadline:
+        targets = active_targets()
+        scraped = sorted((target["labels"]["job"], target["labels"]["instance"]) for target in targets)
+        down = [(target["labels"]["job"], target["labels"]["instance"], target["lastError"])
+                for target in targets if target["health"] != "up"]
+        if not down and scraped:
+            break
+        time.sleep(3)
+    scraped_jobs = sorted((job if not job.startswith("livekit_") else "livekit", instance) for job, instance in scraped)
+    assert scraped_jobs == sorted(implied), (scraped_jobs, implied)
+    assert down == []
+    failing = [(item["metric"]["job"], item["metric"]["instance"]) for item in query("probe_success == 0")]
+    assert failing == []
+
+
+# --- faults, alerts, resolution ---------------------------------------------------
+
+FAULTS = [
+    # (box, unit, alerts it raises)
+    ("b", "letta.service", [("LettaReplicaUnhealthy", "b")]),
+    ("a", "livekit-server.service", [("LiveKitNodeGone", "a"), ("ServiceDown", "a")]),
+    ("a", "livekit-agent.service", [("AgentWorkerGone", "a")]),
+]
+
+
+def test_stopped_services_fire_alerts_that_reach_the_webhook_and_resolve(receiver):
+    """A Letta replica, a LiveKit node and an agent worker stopped at once: each alert reaches the webhook through
+    Alertmanager, with the receiver's bearer token; each resolves once its service is back."""
+    expected = [alert for _box, _unit, alerts in FAULTS for alert in alerts]
+    since = time.monotonic()
+    for name, unit, _alerts in FAULTS:
+        assert box(name).run(f"systemctl stop {unit}").rc == 0
+    try:
+        wait_notified(receiver, expected, "firing", since)
+    finally:
+        restarted = time.monotonic()
+        for name, unit, _alerts in FAULTS:
+            box(name).run(f"systemctl start {unit}")
+    wait_notified(receiver, expected, "resolved", restarted, seconds=ALERT_SECONDS + 120)
+    assert {message["authorization"] for message in receiver} == {f"Bearer {VARS['monitoring_webhook_password']}"}
+
+
+# --- LiveKit's own metrics ---------------------------------------------------------
+
+def livekit_metric(name, node):
+    status, text = http("GET", f"http://{ADDRESS[node]}:{LIVEKIT_METRICS_PORT}/metrics",
+                        headers=basic("prometheus", VARS["livekit_prometheus_password"]), timeout=5)
+    assert status == 200, text
+    values = [float(line.split()[-1]) for line in text.splitlines()
+              if line.startswith(name + "{") or line.startswith(name + " ")]
+    return sum(values)
+
+
+def test_livekit_gauges_count_the_room_and_participants_of_a_running_session():
+    from test_scale import KEY, SECRET, livekit_ws, run_in_box
+    before = livekit_metric("livekit_participant_total", "a")
+    room = f"metrics-{uuid.uuid4().hex[:6]}"
+    spec = {"key": KEY, "secret": SECRET, "room": room, "frames": 1500,
+            "publisher_url": livekit_ws("a"), "subscriber_url": livekit_ws("a")}
+    session = threading.Thread(target=run_in_box, args=("a", "rtc_audio.py", spec), daemon=True)
+    session.start()
+    seen, deadline = [], time.monotonic() + 60
+    while session.is_alive() and time.monotonic() < deadline:
+        seen.append((livekit_metric("livekit_room_total", "a"), livekit_metric("livekit_participant_total", "a")))
+        if seen[-1][1] >= before + 2:
+            break
+        time.sleep(0.5)
+    session.join(timeout=120)
+    assert any(participants >= before + 2 and rooms >= 1 for rooms, participants in seen), seen
+    # Prometheus has it too, labelled with the node's host.
+    deadline = time.monotonic() + 30
+    after = None
+    while time.monotonic() < deadline:
+        after = livekit_metric("livekit_participant_total", "a")
+        if after <= before:
+            break
+        time.sleep(1)
+    assert after <= before, (before, after)
+
+
+# --- who may ask ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("url", [f"{PROMETHEUS}/api/v1/targets", f"{ALERTMANAGER}/api/v2/alerts"])
+def test_prometheus_and_alertmanager_refuse_wrong_credentials(url):
+    assert api(url, password="not-" + WEB_PASSWORD)[0] == 401
+    assert http("GET", url)[0] == 401
+    assert api(url)[0] == 200
+
+
+@pytest.mark.parametrize("node", ["a", "b"])
+def test_livekit_metrics_refuse_wrong_credentials(node):
+    url = f"http://{ADDRESS[node]}:{LIVEKIT_METRICS_PORT}/metrics"
+    assert http("GET", url, headers=basic("prometheus", "wrong-password-of-the-test"))[0] == 401
+    assert http("GET", url)[0] == 401
+
+
+def test_the_blackbox_exporter_answers_on_loopback_only():
+    listening = box("db").run("ss -Hltn 'sport = :9115'").stdout.split()
+    assert "127.0.0.1:9115" in listening and not any(item.startswith(("0.0.0.0", "*", "[::]")) for item in listening)
+
+
+# --- secrets and hardening ---------------------------------------------------------
+
+def test_monitoring_secrets_are_in_no_journal_process_or_readable_file():
+    for name in ADDRESS:
+        host = box(name)
+        journal = host.run("journalctl --no-pager -o cat").stdout
+        processes = host.run("ps -eo args").stdout
+        readable = host.run("grep -rlsF -e {} /etc /var/lib/prometheus 2>/dev/null | xargs -r stat -c '%a %U:%G %n'".format(
+            " -e ".join(f"'{secret}'" for secret in SECRETS.values()))).stdout
+        for label, secret in SECRETS.items():
+            assert secret not in journal, (name, label)
+            assert secret not in processes, (name, label)
+        # Where a secret is on disk it is readable by root and the service's group only.
+        for line in readable.splitlines():
+            mode, owner, path = line.split(" ", 2)
+            assert mode[-1] == "0", (name, line)
+
+
+@pytest.mark.parametrize("name, unit", [
+    ("db", "prometheus.service"), ("db", "prometheus-alertmanager.service"),
+    ("db", "prometheus-blackbox-exporter.service"), ("db", "prometheus-postgres-exporter.service"),
+    ("db", "prometheus-redis-exporter.service"), ("db", "prometheus-nginx-exporter.service"),
+    ("a", "prometheus-node-exporter.service")])
+def test_monitoring_units_are_hardened(name, unit):
+    from stacktest import exposure
+    assert exposure(box(name), unit) <= 2.0
+    assert unit_property(box(name), unit, "ActiveState") == "active"
+
+
+def test_status_names_the_monitoring_host_with_its_targets_up():
+    run = run_playbook(project_playbook("status.yml"), json_output=True, timeout=600)
+    assert run.rc == 0, run.tail()
+    lines = json.dumps(json.loads(run.stdout))
+    assert "targets up" in lines, lines[-3000:]
