@@ -147,6 +147,11 @@ def test_status_reports_every_node():
         summary = " ".join(by_host[name])
         for unit in units:
             assert unit in summary, (name, unit, by_host)
+    # The monitoring host's line counts the targets the inventory implies, every one up.
+    monitoring = " ".join(by_host["db"])
+    assert "prometheus.service" in monitoring and "targets up" in monitoring and "DOWN" not in monitoring, by_host["db"]
+    for name in ("a", "b"):
+        assert "prometheus-node-exporter" in " ".join(by_host[name]), (name, by_host[name])
 
 
 # --- Redis ---------------------------------------------------------------------
