@@ -17,6 +17,7 @@ monitoring_scrape_configs: those targets as Prometheus scrape_configs; the
 probes go through the blackbox exporter of the monitoring host.
 monitoring_target_problems: targets the monitoring host cannot reach (a
 loopback address on another host), each a message naming the variable.
+monitoring_planned_restarts: the hosts whose Letta alerts an upgrade run silences.
 monitoring_livekit_secrets: {host: password} of the LiveKit metrics ports
 with basic auth, for the password files Prometheus reads.
 monitoring_backup_hours: each backing-up database host's allowed backup age.
@@ -265,15 +266,14 @@ def monitoring_targets(groups, hostvars):
 
 
 def _boxes_on_one_machine(groups, hostvars):
-    """True when every host is on a loopback address of its own: boxes sharing one machine's network
-    (docs/test-boxes.md), which reach each other's addresses; a real host's loopback stays its own."""
+    """True when several hosts are all on loopback: boxes sharing one machine's network (docs/test-boxes.md),
+    which reach each other there. Hosts of their own would not reach another's loopback."""
     hosts = _members(groups, *[name for name in groups if name not in ("all", "ungrouped")])
     try:
         addresses = [monitoring_host_address(host, hostvars, groups) for host in hosts]
     except MonitoringInputError:
         return False
-    return (len(hosts) > 1 and all(loopback(address) for address in addresses)
-            and len(set(addresses)) == len(addresses))
+    return len(hosts) > 1 and all(loopback(address) for address in addresses)
 
 
 def monitoring_target_problems(groups, hostvars, monitor):
@@ -286,9 +286,7 @@ def monitoring_target_problems(groups, hostvars, monitor):
     boxes = _boxes_on_one_machine(groups, hostvars)
     for item in targets:
         address = item["target"].split("://")[-1].rsplit(":", 1)[0].strip("[]")
-        if boxes and address == monitoring_host_address(item["host"], hostvars, groups):
-            continue
-        if item["host"] != monitor and loopback(address):
+        if item["host"] != monitor and loopback(address) and not boxes:
             problems.append("%s: %s listens on loopback (%s), which the monitoring host %s cannot reach; bind it to "
                             "an address %s reaches" % (item["host"], item["variable"], address, monitor, monitor))
     return problems
@@ -336,6 +334,16 @@ def _split_livekit(config, hostvars, settings):
         for item in split:
             item["job_name"] = "livekit_%s" % item["static_configs"][0]["labels"]["host"]
     return ([dict(config, static_configs=plain)] if plain else []) + split
+
+
+def monitoring_planned_restarts(groups, hostvars):
+    """The hosts whose Letta alerts an upgrade run silences: the Letta hosts running a release other than their
+    letta_version (the letta role's letta_running_release, read before any change), and while any is, the
+    balancer and edge hosts that answer for them. [] when the run upgrades nothing."""
+    upgrading = [host for host in groups.get("letta", [])
+                 if hostvars[host].get("letta_running_release")
+                 and str(hostvars[host]["letta_running_release"]) != str(_setting(hostvars, host, "letta", "letta_version"))]
+    return upgrading + [host for host in _members(groups, "letta_balancer", "edge") if host not in upgrading] if upgrading else []
 
 
 def monitoring_livekit_secrets(groups, hostvars):
@@ -398,5 +406,6 @@ class FilterModule(object):
                 "monitoring_target_problems": monitoring_target_problems,
                 "monitoring_address_problems": monitoring_address_problems,
                 "monitoring_livekit_secrets": monitoring_livekit_secrets,
+                "monitoring_planned_restarts": monitoring_planned_restarts,
                 "monitoring_backup_hours": monitoring_backup_hours,
                 "monitoring_bcrypt": monitoring_bcrypt}

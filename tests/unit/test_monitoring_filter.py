@@ -5,7 +5,7 @@ import pytest
 from ansible_collections.hybridstack.letta_livekit.plugins.filter.firewall import firewall_rules
 from ansible_collections.hybridstack.letta_livekit.plugins.filter.monitoring import (
     MonitoringInputError, monitoring_address_problems, monitoring_backup_hours, monitoring_bcrypt, monitoring_host_address,
-    monitoring_livekit_secrets, monitoring_scrape_configs, monitoring_target_problems, monitoring_targets)
+    monitoring_livekit_secrets, monitoring_planned_restarts, monitoring_scrape_configs, monitoring_target_problems, monitoring_targets)
 
 SETTINGS = {"blackbox": "192.0.2.30:9115", "secrets_dir": "/etc/prometheus/secrets", "web_username": "admin"}
 
@@ -174,9 +174,9 @@ def test_a_target_on_another_hosts_loopback_is_a_problem():
     assert monitoring_target_problems(*reversed(scaled()), "db1") == []
 
 
-def test_boxes_each_on_a_loopback_address_of_their_own_reach_each_other():
-    """molecule/scale's layout: the boxes share one machine's network, each on its own 127.0.0.N, so a target on
-    another box's own address is reachable; that box's 127.0.0.1 still is not."""
+def test_boxes_all_on_loopback_reach_each_other():
+    """molecule's layouts: the boxes share one machine's network, each on loopback, so a target on another box's
+    loopback address is reachable. One host of its own among them and loopback is its own again."""
     hostvars, groups = scaled()
     for index, host in enumerate(("db1", "app1", "app2")):
         address = "127.0.0.%d" % (31 + index)
@@ -187,13 +187,21 @@ def test_boxes_each_on_a_loopback_address_of_their_own_reach_each_other():
         if "livekit_bind_addresses" in hostvars[host]:
             hostvars[host]["livekit_bind_addresses"] = [address]
     assert monitoring_target_problems(groups, hostvars, "db1") == []
-    hostvars["app2"]["letta_host"] = "127.0.0.1"
-    assert monitoring_target_problems(groups, hostvars, "db1") == [
-        "app2: letta_host listens on loopback (127.0.0.1), which the monitoring host db1 cannot reach; bind it "
-        "to an address db1 reaches"]
-    hostvars["app2"]["letta_host"] = "127.0.0.33"
-    hostvars["app1"]["exporters_listen_address"] = "127.0.0.33"
-    assert monitoring_target_problems(groups, hostvars, "db1") != []
+    hostvars["app2"]["exporters_listen_address"] = "192.0.2.22"
+    assert monitoring_target_problems(groups, hostvars, "db1")[0].startswith(
+        "app1: exporters_listen_address listens on loopback (127.0.0.32), which the monitoring host db1 cannot reach")
+
+
+def test_planned_restarts_are_the_upgraded_letta_hosts_and_what_answers_for_them():
+    hostvars, groups = scaled()
+    assert monitoring_planned_restarts(groups, hostvars) == []
+    for host in ("app1", "app2"):
+        hostvars[host].update(letta_version="0.16.8", letta_running_release="0.16.8")
+    assert monitoring_planned_restarts(groups, hostvars) == []
+    hostvars["app2"]["letta_running_release"] = "0.16.7"
+    assert monitoring_planned_restarts(groups, hostvars) == ["app2", "db1"]
+    hostvars["app1"]["letta_running_release"] = ""
+    assert monitoring_planned_restarts(groups, hostvars) == ["app2", "db1"]
 
 
 def test_scrape_configs_probe_through_the_blackbox_exporter():

@@ -6,24 +6,18 @@ the scenario's monitoring_webhook_url names), through the real Alertmanager.
 Runs after test_scale.py (file order): the faults here are undone before the
 next test.
 """
-import base64
-import json
 import os
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
 
 import pytest
 import testinfra
+from alerting import Monitor, Webhook, basic
 from stacktest import VARS, exposure, http, unit_property
 
 ADDRESS = {"db": "127.0.0.31", "a": "127.0.0.32", "b": "127.0.0.33"}
-WEB_USER = "admin"
-WEB_PASSWORD = VARS["monitoring_web_password"]
-PROMETHEUS = f"http://{ADDRESS['db']}:9090"
-ALERTMANAGER = f"http://{ADDRESS['db']}:9093"
+MONITOR = Monitor(ADDRESS["db"], 9090, 9093)
 LIVEKIT_METRICS_PORT = 6789
 SECRETS = {name: VARS[name] for name in ("monitoring_web_password", "monitoring_webhook_password",
                                          "livekit_prometheus_password", "exporters_redis_password")}
@@ -36,59 +30,11 @@ def box(name):
     return testinfra.get_host(f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
 
 
-def basic(user, password):
-    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
-
-
-def api(url, user=WEB_USER, password=WEB_PASSWORD, **kwargs):
-    return http(kwargs.pop("method", "GET"), url, headers=basic(user, password), **kwargs)
-
-
-class Receiver(BaseHTTPRequestHandler):
-    """Alertmanager's webhook: each POST's JSON body kept with the Authorization header it came with."""
-    received = []
-
-    def do_POST(self):  # noqa: N802 (http.server's name)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        Receiver.received.append({"authorization": self.headers.get("Authorization"), "body": body,
-                                  "at": time.monotonic()})
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="module")
-def receiver():
-    hook = urlsplit(VARS["monitoring_webhook_url"])
-    server = ThreadingHTTPServer((hook.hostname, hook.port), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield Receiver.received
-    server.shutdown()
-    server.server_close()
-
-
-def notifications(received, alertname, host, status, since):
-    return [alert for message in received if message["at"] >= since
-            for alert in message["body"]["alerts"]
-            if alert["labels"].get("alertname") == alertname and alert["labels"].get("host") == host
-            and alert["status"] == status]
-
-
-def wait_notified(received, expected, status, since, seconds=ALERT_SECONDS):
-    """Every (alertname, host) of `expected` notified with `status` after `since`."""
-    deadline = time.monotonic() + seconds
-    missing = list(expected)
-    while time.monotonic() < deadline:
-        missing = [item for item in expected if not notifications(received, *item, status, since)]
-        if not missing:
-            return
-        time.sleep(2)
-    firing = api(f"{ALERTMANAGER}/api/v2/alerts")[1]
-    raise AssertionError(f"not notified {status} within {seconds} s: {missing}; Alertmanager holds "
-                         f"{[(a['labels'].get('alertname'), a['labels'].get('host')) for a in firing or []]}")
+def webhook():
+    receiver = Webhook()
+    yield receiver
+    receiver.close()
 
 
 def implied_targets():
@@ -98,34 +44,17 @@ def implied_targets():
     return sorted((item["job"], item["target"]) for item in result["msg"])
 
 
-def active_targets():
-    status, body = api(f"{PROMETHEUS}/api/v1/targets?state=active")
-    assert status == 200, body
-    return body["data"]["activeTargets"]
-
-
-def query(expression):
-    status, body = api(f"{PROMETHEUS}/api/v1/query?query={urllib_quote(expression)}")
-    assert status == 200, body
-    return body["data"]["result"]
-
-
-def urllib_quote(text):
-    from urllib.parse import quote
-    return quote(text, safe="")
-
-
 # --- targets ------------------------------------------------------------------
 
 def test_every_target_the_inventory_implies_is_scraped_and_up():
     implied = implied_targets()
-    # A host of each kind: three node exporters, the database's, two nodes' metrics, probes through the blackbox.
-    jobs = {job for job, _target in implied}
-    assert {"prometheus", "alertmanager", "node", "postgres", "redis", "nginx", "livekit_a", "livekit_b",
-            "probe_letta", "probe_livekit", "probe_agents"} <= jobs | {"livekit_a", "livekit_b"}, implied
+    # Every kind the layout has: exporters, both nodes' own metrics, the probes through the blackbox exporter.
+    assert {job for job, _target in implied} == {
+        "prometheus", "alertmanager", "node", "postgres", "pgbackrest", "redis", "nginx", "livekit",
+        "probe_letta", "probe_livekit", "probe_agents"}, implied
     deadline, down = time.monotonic() + 120, None
     while time.monotonic() < deadline:
-        targets = active_targets()
+        targets = MONITOR.active_targets()
         scraped = sorted((target["labels"]["job"], target["labels"]["instance"]) for target in targets)
         down = [(target["labels"]["job"], target["labels"]["instance"], target["lastError"])
                 for target in targets if target["health"] != "up"]
@@ -135,7 +64,7 @@ def test_every_target_the_inventory_implies_is_scraped_and_up():
     scraped_jobs = sorted((job if not job.startswith("livekit_") else "livekit", instance) for job, instance in scraped)
     assert scraped_jobs == sorted(implied), (scraped_jobs, implied)
     assert down == []
-    failing = [(item["metric"]["job"], item["metric"]["instance"]) for item in query("probe_success == 0")]
+    failing = [(item["metric"]["job"], item["metric"]["instance"]) for item in MONITOR.query("probe_success == 0")]
     assert failing == []
 
 
@@ -155,7 +84,7 @@ FAULTS = [
 ]
 
 
-def test_faults_fire_alerts_that_reach_the_webhook_and_resolve(receiver):
+def test_faults_fire_alerts_that_reach_the_webhook_and_resolve(webhook):
     """A Letta replica, a LiveKit node and an agent worker stopped and a backup made to fail, at once: each alert
     reaches the webhook through Alertmanager, with the receiver's bearer token; each resolves once mended."""
     assert box("db").run(f"stat -c %a {BACKUP_DIR}").stdout.strip() == "750"
@@ -165,13 +94,13 @@ def test_faults_fire_alerts_that_reach_the_webhook_and_resolve(receiver):
         for name, breaking, _mend, _alerts in FAULTS:
             result = box(name).run(breaking)
             assert result.rc == 0, (name, breaking, result.stderr)
-        wait_notified(receiver, expected, "firing", since)
+        webhook.wait(MONITOR, expected, "firing", since, ALERT_SECONDS)
     finally:
         mended = time.monotonic()
         results = [(name, mend, box(name).run(mend)) for name, _break, mend, _alerts in FAULTS]
     assert [(name, mend) for name, mend, result in results if result.rc != 0] == []
-    wait_notified(receiver, expected, "resolved", mended, seconds=ALERT_SECONDS + 120)
-    assert {message["authorization"] for message in receiver} == {f"Bearer {VARS['monitoring_webhook_password']}"}
+    webhook.wait(MONITOR, expected, "resolved", mended, ALERT_SECONDS + 120)
+    assert {message["authorization"] for message in webhook.received} == {f"Bearer {VARS['monitoring_webhook_password']}"}
 
 
 # --- LiveKit's own metrics ---------------------------------------------------------
@@ -208,7 +137,7 @@ def test_livekit_gauges_count_the_room_and_participants_of_a_running_session():
     assert room in rooms
     # Held a little longer than a scrape interval, so Prometheus saw it too.
     time.sleep(8)
-    scraped = query('max_over_time(livekit_participant_total{host="a"}[2m])')
+    scraped = MONITOR.query('max_over_time(livekit_participant_total{host="a"}[2m])')
     assert scraped and float(scraped[0]["value"][1]) >= before + 2, scraped
     session.join(timeout=120)
     deadline, after = time.monotonic() + 60, None
@@ -222,11 +151,11 @@ def test_livekit_gauges_count_the_room_and_participants_of_a_running_session():
 
 # --- who may ask ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("url", [f"{PROMETHEUS}/api/v1/targets", f"{ALERTMANAGER}/api/v2/alerts"])
+@pytest.mark.parametrize("url", [f"{MONITOR.prometheus}/api/v1/targets", f"{MONITOR.alertmanager}/api/v2/alerts"])
 def test_prometheus_and_alertmanager_refuse_wrong_credentials(url):
-    assert api(url, password="not-" + WEB_PASSWORD)[0] == 401
+    assert http("GET", url, headers=basic("admin", "not-" + VARS["monitoring_web_password"]))[0] == 401
     assert http("GET", url)[0] == 401
-    assert api(url)[0] == 200
+    assert MONITOR.get(url)[0] == 200
 
 
 @pytest.mark.parametrize("node", ["a", "b"])

@@ -17,6 +17,7 @@ import time
 import pytest
 import testinfra
 import yaml
+from alerting import Monitor, Webhook
 from stacktest import (PROJECT, SCENARIO, VARS, Letta, LettaDatabase, journal_cursor, project_playbook, read_recap,
                        restart_box, run_playbook, unit_starts_since, wait_for)
 
@@ -27,6 +28,7 @@ LETTA = Letta(HOST_VARS["stack"]["letta_port"], password=VARS["letta_server_pass
 # The second Letta host on the same database; `stack` backs up and migrates.
 TWIN_LETTA = Letta(HOST_VARS["twin"]["letta_port"], password=VARS["letta_server_password"])
 DATABASE = LettaDatabase(VARS["postgresql_port"], VARS["postgresql_db_password"])
+MONITOR = Monitor("127.0.0.1", VARS["monitoring_prometheus_port"], VARS["monitoring_alertmanager_port"])
 # Every release the collection supports, oldest first (roles/letta/vars/main.yml
 # names them); the scenario converges the oldest and upgrades through the rest.
 LETTA_RELEASES = yaml.safe_load((PROJECT / "roles" / "letta" / "vars" / "main.yml").read_text())["_letta_releases"]
@@ -145,7 +147,26 @@ def upgrade_step(host, state, version):
 
 
 def test_02_upgrade_to_the_runbook_release(host, state):
-    upgrade_step(host, state, MIDDLE)
+    """Also planned work as the monitoring host (stack) sees it: the Letta alerts of both hosts fire in Prometheus
+    while they restart, and none reaches the webhook; the run's silence is expired after."""
+    webhook, started = Webhook(), time.time()
+    try:
+        upgrade_step(host, state, MIDDLE)
+        # Long enough for a notification the expiry let through to arrive (group_wait 1s, group_interval 5s).
+        time.sleep(15)
+    finally:
+        webhook.close()
+    window = int(time.time() - started) + 30
+    fired = MONITOR.query(f'max_over_time(ALERTS{{alertname=~"Letta.*", alertstate="firing"}}[{window}s])')
+    assert fired, "no Letta alert fired during the upgrade: the silence proved nothing"
+    notified = [alert["labels"] for message in webhook.received for alert in message["body"]["alerts"]
+                if alert["labels"]["alertname"].startswith("Letta")]
+    assert notified == []
+    silences = [item for item in MONITOR.silences()
+                if item["createdBy"] == "hybridstack.letta_livekit" and item["comment"] == "Letta upgrade by site.yml"]
+    assert [item["status"]["state"] for item in silences] == ["expired"], silences
+    assert {(matcher["name"], matcher["value"]) for matcher in silences[0]["matchers"]} == {
+        ("alertname", "Letta.*"), ("host", "stack|twin")}
 
 
 def test_03_converged_again_changes_nothing(host):  # pylint: disable=unused-argument
