@@ -24,12 +24,14 @@ import struct
 import time
 
 import pytest
+from alerting import Monitor, Webhook
 from stacktest import PROJECT, VARS, exposure, project_playbook, read_recap, run_playbook
 
 testinfra_hosts = ["stack"]
 
 ADDRESS = VARS["edge_listen_addresses"][0]
 LETTA = VARS["edge_letta_domain"]
+MONITOR = Monitor(VARS["exporters_listen_address"], 9090, 9093)
 LIVEKIT = VARS["edge_livekit_domain"]
 TURN = VARS["edge_turn_domain"]
 TESTS_DIR = "/root/edge-tests"
@@ -255,15 +257,14 @@ def test_a_token_signed_with_a_wrong_secret_is_refused(host, pebble_root):
 
 # --- renewal, check mode, status ------------------------------------------------------
 
-def test_a_forced_renewal_reloads_nginx_with_a_new_certificate(host, pebble_root):
-    assert host.run("systemctl is-enabled certbot.timer").stdout.strip() == "enabled"
-    environment = host.check_output("systemctl show -p Environment --value certbot.service")
-    assert "REQUESTS_CA_BUNDLE=/etc/nginx/edge/acme-ca.pem" in environment
+def force_renewal(host, *settings):
+    """certbot.service run once with force-renewal (and `settings`) added to cli.ini; the certificate nginx serves
+    before and after. Through the sandboxed unit the timer starts: certbot reads cli.ini, so one line there forces
+    the renewal the unit's own command line would skip."""
     before = served_certificate(host)
-    nginx_pid = host.check_output("systemctl show -p MainPID --value nginx.service")
-    # Through the sandboxed unit the timer starts: certbot reads cli.ini, so
-    # one line there forces the renewal the unit's own command line would skip.
-    host.run_expect([0], "cp -p /etc/letsencrypt/cli.ini /root/cli.ini.saved && echo force-renewal = True >> /etc/letsencrypt/cli.ini")
+    lines = "\n".join(("force-renewal = True",) + settings)
+    host.run_expect([0], f"cp -p /etc/letsencrypt/cli.ini /root/cli.ini.saved && printf '%s\\n' {shlex.quote(lines)}"
+                         " >> /etc/letsencrypt/cli.ini")
     try:
         result = host.run("systemctl start certbot.service")
     finally:
@@ -275,11 +276,60 @@ def test_a_forced_renewal_reloads_nginx_with_a_new_certificate(host, pebble_root
         after = served_certificate(host)
     serial = [line for line in before.splitlines() if line.startswith("serial=")]
     assert serial and serial[0] not in after, (before, after)
+    return before, after
+
+
+def days_left(host):
+    end = host.check_output(f"openssl s_client -connect {ADDRESS}:443 -servername {LETTA} </dev/null 2>/dev/null"
+                            " | openssl x509 -noout -enddate").split("=", 1)[1]
+    return (time.mktime(time.strptime(end, "%b %d %H:%M:%S %Y %Z")) - time.time()) / 86400
+
+
+def test_a_forced_renewal_reloads_nginx_with_a_new_certificate(host, pebble_root):
+    assert host.run("systemctl is-enabled certbot.timer").stdout.strip() == "enabled"
+    environment = host.check_output("systemctl show -p Environment --value certbot.service")
+    assert "REQUESTS_CA_BUNDLE=/etc/nginx/edge/acme-ca.pem" in environment
+    nginx_pid = host.check_output("systemctl show -p MainPID --value nginx.service")
+    force_renewal(host)
     # Reloaded, not restarted.
     assert host.check_output("systemctl show -p MainPID --value nginx.service") == nginx_pid
     assert verify_chain(host, PEBBLE_ROOT).rc == 0
     # The renewed key kept the group nginx's unprivileged master reads it with.
     assert host.check_output("stat -L -c '%U %G %a' /etc/nginx/edge/tls/privkey.pem") == "root www-data 640"
+
+
+def test_a_short_lived_certificate_fires_the_expiry_alert_until_renewed(host, pebble_root):
+    """The monitoring host (stack) probes the edge's names: a certificate from Pebble's ten-day profile fires
+    CertificateExpiring (within monitoring_certificate_warn_days), which reaches the webhook through Alertmanager
+    and resolves once a ninety-day certificate replaces it."""
+    expected = [("CertificateExpiring", "stack")]
+    webhook = Webhook()
+    try:
+        since = time.monotonic()
+        force_renewal(host, "preferred-profile = shortlived")
+        assert days_left(host) < 11
+        webhook.wait(MONITOR, expected, "firing", since, 180)
+        mended = time.monotonic()
+        force_renewal(host)
+        assert days_left(host) > 80
+        webhook.wait(MONITOR, expected, "resolved", mended, 180)
+    finally:
+        webhook.close()
+
+
+def test_every_target_the_edge_box_implies_is_up():
+    """The edge's names probed through nginx with Pebble's root, Letta and LiveKit behind it, the exporters."""
+    deadline, down = time.monotonic() + 120, None
+    while time.monotonic() < deadline:
+        down = [(target["labels"]["job"], target["labels"]["instance"], target["lastError"])
+                for target in MONITOR.active_targets() if target["health"] != "up"]
+        failing = [(item["metric"]["job"], item["metric"]["instance"]) for item in MONITOR.query("probe_success == 0")]
+        if not down and not failing:
+            break
+        time.sleep(3)
+    assert (down, failing) == ([], [])
+    jobs = {target["labels"]["job"] for target in MONITOR.active_targets()}
+    assert {"node", "postgres", "nginx", "probe_letta", "probe_livekit", "probe_certificates"} <= jobs, jobs
 
 
 def test_site_in_check_mode_changes_nothing_on_the_converged_boxes():
