@@ -338,6 +338,7 @@ def test_the_example_inventory_passes_validation():
     secrets = {"postgresql_db_password": "Db-password-of-the-test", "letta_db_password": "Db-password-of-the-test",
                "letta_server_password": "Server-password-of-the-test", "livekit_api_key": "APItestkey",
                "letta_encryption_key": "Encryption-key-of-the-test-0123456789",
+               "monitoring_web_password": "Web-password-of-the-test",
                "livekit_api_secret": "s" * 40, "livekit_archive_sha256": VALID["livekit_archive_sha256"], **UNREACHABLE}
     rc, out = run_site(ROOT / "inventories" / "example" / "hosts.yml", "-e", yaml.safe_dump(secrets, default_flow_style=True))
     assert "UNREACHABLE" in out or "unreachable=1" in out, out

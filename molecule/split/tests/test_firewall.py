@@ -13,6 +13,7 @@ import time
 
 import pytest
 import testinfra
+import yaml
 from stacktest import PROJECT, VARS, exposure, project_playbook, run_playbook
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
@@ -20,6 +21,9 @@ CONTROLLER_NET = "hsbox-split-ctl"
 DB, LETTA, MEDIA = VARS["stack_db_address"], VARS["stack_letta_address"], VARS["stack_livekit_address"]
 EDGE = "10.61.0.14"  # molecule.yml
 OUTSIDER = "outside1"
+# The exporters role's ports (its defaults: the split inventory keeps them).
+VARS_EXPORTERS = {name: yaml.safe_load((PROJECT / "roles" / "exporters" / "defaults" / "main.yml").read_text())[
+    f"exporters_{name}_port"] for name in ("node", "postgres", "pgbackrest")}
 
 # Every target at once, each in a thread: a dropped one costs its timeout once.
 PROBE = r"""
@@ -99,11 +103,23 @@ def test_livekit_api_and_turn_answer_the_edge_in_front_of_them(ports):
 
 
 def test_a_port_no_other_host_uses_answers_nobody(ports):
-    # The agent worker's health port listens on the media host's address; no role of another host uses it.
+    # The agent worker's health port listens on the media host's address; of the other hosts only the monitoring
+    # host (edge1) probes it.
     target = f"{MEDIA}:{ports['agent_health']}"
     assert reach("media1", target) == {target: "open"}, "the worker's health port does not listen"
     assert reach(OUTSIDER, target) == {target: "dropped"}
     assert reach("letta1", target) == {target: "dropped"}
+
+
+def test_exporter_ports_answer_the_monitoring_host_only():
+    """Every host's exporters (node; PostgreSQL's and pgBackRest's on db1) answer the monitoring host, edge1; the
+    outsider and the other hosts are dropped."""
+    targets = [f"{address}:{VARS_EXPORTERS['node']}" for address in (DB, LETTA, MEDIA)] + [
+        f"{DB}:{VARS_EXPORTERS['postgres']}", f"{DB}:{VARS_EXPORTERS['pgbackrest']}"]
+    assert reach("edge1", *targets) == dict.fromkeys(targets, "open")
+    assert reach(OUTSIDER, *targets) == dict.fromkeys(targets, "dropped")
+    others = [f"{DB}:{VARS_EXPORTERS['node']}", f"{DB}:{VARS_EXPORTERS['postgres']}", f"{MEDIA}:{VARS_EXPORTERS['node']}"]
+    assert reach("letta1", *others) == dict.fromkeys(others, "dropped")
 
 
 def test_public_ports_answer_the_outsider(ports):
