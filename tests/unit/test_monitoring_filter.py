@@ -196,9 +196,9 @@ def test_planned_restarts_are_the_upgraded_letta_hosts_and_what_answers_for_them
     hostvars, groups = scaled()
     assert monitoring_planned_restarts(groups, hostvars) == []
     for host in ("app1", "app2"):
-        hostvars[host].update(letta_version="0.16.8", letta_running_release="0.16.8")
+        hostvars[host].update(letta_version="2.1.0", letta_running_release="2.1.0")
     assert monitoring_planned_restarts(groups, hostvars) == []
-    hostvars["app2"]["letta_running_release"] = "0.16.7"
+    hostvars["app2"]["letta_running_release"] = "2.0.0"
     assert monitoring_planned_restarts(groups, hostvars) == ["app2", "db1"]
     hostvars["app1"]["letta_running_release"] = ""
     assert monitoring_planned_restarts(groups, hostvars) == ["app2", "db1"]
