@@ -132,6 +132,10 @@ def test_check_mode_on_the_converged_hosts_changes_nothing():
     for name in ADDRESS:
         recap = read_recap(result.stdout, name)
         assert recap["failed"] == 0 and recap["changed"] == 0, (name, recap, result.tail())
+    # No secret of the scenario (the monitoring host's, the exporters', LiveKit's metrics' included) in the output.
+    secrets = {name: value for name, value in GROUP_VARS.items()
+               if isinstance(value, str) and re.search(r"password|secret|encryption_key", name)}
+    assert [name for name, value in secrets.items() if value in result.stdout + result.stderr] == []
 
 
 def test_status_reports_every_node():
