@@ -48,7 +48,7 @@ def test_a_playbook_holds_no_jinja_statement(playbook):
 
 
 def test_site_yml_reads_in_one_screen():
-    # 150 lines until the firewall's play (issue 31) came in with its comments kept, not folded into names.
+
     assert len((ROOT / "playbooks" / "site.yml").read_text().splitlines()) <= 160
 
 
