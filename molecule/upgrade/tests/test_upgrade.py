@@ -29,6 +29,8 @@ LETTA = Letta(HOST_VARS["stack"]["letta_port"], password=VARS["letta_server_pass
 TWIN_LETTA = Letta(HOST_VARS["twin"]["letta_port"], password=VARS["letta_server_password"])
 DATABASE = LettaDatabase(VARS["postgresql_port"], VARS["postgresql_db_password"])
 MONITOR = Monitor("127.0.0.1", VARS["monitoring_prometheus_port"], VARS["monitoring_alertmanager_port"])
+# test_02 and test_03 run with `stack` as the monitoring host too (a second inventory source).
+MONITORED = ("-i", str(SCENARIO / "monitored.yml"))
 # Every release the collection supports, oldest first (roles/letta/vars/main.yml
 # names them); the scenario converges the oldest and upgrades through the rest.
 LETTA_RELEASES = yaml.safe_load((PROJECT / "roles" / "letta" / "vars" / "main.yml").read_text())["_letta_releases"]
@@ -80,21 +82,21 @@ def fingerprint(host):
     return files, alembic_revision()
 
 
-def assert_check_mode_changes_nothing(version=None):
-    check = site("--check", version=version)
+def assert_check_mode_changes_nothing(version=None, extra=()):
+    check = site("--check", *extra, version=version)
     assert check.rc == 0, check.tail()
     for name in ("stack", "twin"):
         recap = read_recap(check.stdout, name)
         assert recap["changed"] == 0 and recap["failed"] == 0, (name, check.tail())
 
 
-def assert_converged(version):
+def assert_converged(version, extra=()):
     """A re-run changes nothing, and check mode neither changes nor fails anything."""
-    run = site(version=version)
+    run = site(*extra, version=version)
     assert run.rc == 0, run.tail()
     for name in ("stack", "twin"):
         assert read_recap(run.stdout, name)["changed"] == 0, (name, run.tail())
-    assert_check_mode_changes_nothing(version)
+    assert_check_mode_changes_nothing(version, extra)
 
 
 @pytest.fixture(scope="module")
@@ -118,12 +120,12 @@ def test_01_data_written_under_the_first_release(host, state):  # pylint: disabl
     assert all(len(agent["messages"]) >= 2 and len(agent["blocks"]) == 2 for agent in state["data"].values())
 
 
-def upgrade_step(host, state, version):
+def upgrade_step(host, state, version, extra=()):
     """site.yml with the next release: done, healthy, one restart, the data unchanged."""
     before = journal_cursor(host)
     backups_before = len(backups(host))
     previous = current_release(host)
-    run = site(version=version)
+    run = site(*extra, version=version)
     assert run.rc == 0, run.tail(6000)
     assert LETTA.wait_healthy()["version"] == version
     assert TWIN_LETTA.wait_healthy()["version"] == version
@@ -149,9 +151,11 @@ def upgrade_step(host, state, version):
 def test_02_upgrade_to_the_runbook_release(host, state):
     """Also planned work as the monitoring host (stack) sees it: the Letta alerts of both hosts fire in Prometheus
     while they restart, and none reaches the webhook; the run's silence is expired after."""
+    monitored = site(*MONITORED)
+    assert monitored.rc == 0, monitored.tail()
     webhook, started = Webhook(), time.time()
     try:
-        upgrade_step(host, state, MIDDLE)
+        upgrade_step(host, state, MIDDLE, MONITORED)
         # Long enough for a notification the expiry let through to arrive (group_wait 1s, group_interval 5s).
         time.sleep(15)
     finally:
@@ -170,7 +174,7 @@ def test_02_upgrade_to_the_runbook_release(host, state):
 
 
 def test_03_converged_again_changes_nothing(host):  # pylint: disable=unused-argument
-    assert_converged(MIDDLE)
+    assert_converged(MIDDLE, MONITORED)
 
 
 def test_04a_a_failed_pre_migration_backup_leaves_every_host_on_the_old_release(host, state):
