@@ -33,6 +33,7 @@ import hashlib
 import ipaddress
 import re
 import warnings
+from urllib.parse import urlsplit
 
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.parsing.convert_bool import boolean
@@ -149,36 +150,36 @@ def _backup_hosts(groups, hostvars):
             if _bool(hostvars, host, "postgresql_backup", "postgresql_backup_enabled")]
 
 
+def _bound_target(job, host, hostvars, groups, role, address_var, port_var, form="%s:%d", **labels):
+    """A target on the address `address_var` binds `role`'s service to (a wildcard: the host's own address)."""
+    address = _setting(hostvars, host, role, address_var)
+    if isinstance(address, (list, tuple)):
+        address = address[0] if address else ""
+    reached = _bound(address, host, hostvars, groups)
+    return _target(job, host, form % (url_host(reached), _port(hostvars, host, role, port_var)), address_var, **labels)
+
+
 def _livekit_metrics(groups, hostvars):
+    return [_bound_target("livekit", host, hostvars, groups, "livekit", "livekit_bind_addresses", "livekit_prometheus_port")
+            for host in groups.get("livekit", []) if _port(hostvars, host, "livekit", "livekit_prometheus_port") != 0]
+
+
+def _edge_probes(job, groups, hostvars, domain_var, path):
     found = []
-    for host in groups.get("livekit", []):
-        port = _port(hostvars, host, "livekit", "livekit_prometheus_port")
-        if port == 0:
-            continue
-        binds = list(_setting(hostvars, host, "livekit", "livekit_bind_addresses") or [])
-        address = _bound(binds[0] if binds else "", host, hostvars, groups)
-        found.append(_target("livekit", host, "%s:%d" % (url_host(address), port), "livekit_bind_addresses"))
+    for host in groups.get("edge", []):
+        domain = _setting(hostvars, host, "edge", domain_var)
+        if domain:
+            found.append(_target(job, host, _https(domain, hostvars, host) + path, domain_var, via="edge"))
     return found
 
 
 def _letta_probes(groups, hostvars):
-    found = []
-    for host in groups.get("letta", []):
-        address = _bound(_setting(hostvars, host, "letta", "letta_host"), host, hostvars, groups)
-        found.append(_target("probe_letta", host, "http://%s:%d/v1/health/" % (
-            url_host(address), _port(hostvars, host, "letta", "letta_port")), "letta_host", via="replica"))
-    for host in groups.get("letta_balancer", []):
-        address = _bound(_setting(hostvars, host, "letta_balancer", "letta_balancer_listen_address"),
-                         host, hostvars, groups)
-        found.append(_target("probe_letta", host, "http://%s:%d/v1/health/" % (
-            url_host(address), _port(hostvars, host, "letta_balancer", "letta_balancer_port")),
-            "letta_balancer_listen_address", via="balancer"))
-    for host in groups.get("edge", []):
-        domain = _setting(hostvars, host, "edge", "edge_letta_domain")
-        if domain:
-            found.append(_target("probe_letta", host, _https(domain, hostvars, host) + "/v1/health/",
-                                 "edge_letta_domain", via="edge"))
-    return found
+    health = "http://%s:%d/v1/health/"
+    return ([_bound_target("probe_letta", host, hostvars, groups, "letta", "letta_host", "letta_port", health,
+                           via="replica") for host in groups.get("letta", [])]
+            + [_bound_target("probe_letta", host, hostvars, groups, "letta_balancer", "letta_balancer_listen_address",
+                             "letta_balancer_port", health, via="balancer") for host in groups.get("letta_balancer", [])]
+            + _edge_probes("probe_letta", groups, hostvars, "edge_letta_domain", "/v1/health/"))
 
 
 def _https(domain, hostvars, host):
@@ -187,32 +188,16 @@ def _https(domain, hostvars, host):
 
 
 def _livekit_probes(groups, hostvars):
-    found = []
-    for host in groups.get("livekit", []):
-        binds = list(_setting(hostvars, host, "livekit", "livekit_bind_addresses") or [])
-        address = _bound(binds[0] if binds else "", host, hostvars, groups)
-        found.append(_target("probe_livekit", host, "http://%s:%d/" % (
-            url_host(address), _port(hostvars, host, "livekit", "livekit_port")), "livekit_bind_addresses",
-            via="node"))
-    for host in groups.get("edge", []):
-        domain = _setting(hostvars, host, "edge", "edge_livekit_domain")
-        if domain:
-            found.append(_target("probe_livekit", host, _https(domain, hostvars, host) + "/", "edge_livekit_domain",
-                                 via="edge"))
-    return found
+    return ([_bound_target("probe_livekit", host, hostvars, groups, "livekit", "livekit_bind_addresses", "livekit_port",
+                           "http://%s:%d/", via="node") for host in groups.get("livekit", [])]
+            + _edge_probes("probe_livekit", groups, hostvars, "edge_livekit_domain", "/"))
 
 
 def _agent_probes(groups, hostvars):
-    found = []
-    for host in groups.get("livekit", []):
-        if not _bool(hostvars, host, "livekit_agents", "livekit_agents_worker_enabled"):
-            continue
-        address = _bound(_setting(hostvars, host, "livekit_agents", "livekit_agents_health_host"),
-                         host, hostvars, groups)
-        found.append(_target("probe_agents", host, "http://%s:%d/" % (
-            url_host(address), _port(hostvars, host, "livekit_agents", "livekit_agents_health_port")),
-            "livekit_agents_health_host"))
-    return found
+    return [_bound_target("probe_agents", host, hostvars, groups, "livekit_agents", "livekit_agents_health_host",
+                          "livekit_agents_health_port", "http://%s:%d/")
+            for host in groups.get("livekit", [])
+            if _bool(hostvars, host, "livekit_agents", "livekit_agents_worker_enabled")]
 
 
 def _certificate_probes(groups, hostvars):
@@ -231,12 +216,9 @@ def _certificate_probes(groups, hostvars):
                 and not _bool(hostvars, host, "livekit", "livekit_turn_external_tls")):
             found.append(_target("probe_certificates", host, "%s:%d" % (
                 _setting(hostvars, host, "livekit", "livekit_turn_domain"), port), "livekit_turn_domain"))
-    for host in groups.get("backup_repository", []):
-        address = _bound(_setting(hostvars, host, "postgresql_backup", "postgresql_backup_tls_server_address"),
-                         host, hostvars, groups)
-        found.append(_target("probe_certificates", host, "%s:%d" % (
-            url_host(address), _port(hostvars, host, "postgresql_backup", "postgresql_backup_tls_server_port")),
-            "postgresql_backup_tls_server_address"))
+    found += [_bound_target("probe_certificates", host, hostvars, groups, "postgresql_backup",
+                            "postgresql_backup_tls_server_address", "postgresql_backup_tls_server_port")
+              for host in groups.get("backup_repository", [])]
     return found
 
 
@@ -399,6 +381,31 @@ def monitoring_bcrypt(password, seed, rounds=10):
     return hashed
 
 
+_STATUS_SERVER = """# nginx's connection counters for the monitoring host's nginx exporter.
+server {
+    listen %s;
+    server_name _;
+    access_log off;
+    location = %s {
+        stub_status;
+    }
+    location / {
+        return 404;
+    }
+}
+"""
+
+
+def monitoring_nginx_status_server(host, hostvars, groups, role):
+    """The nginx server block serving stub_status where the nginx exporter reads it (exporters_nginx_status_url),
+    written by `role` (edge or letta_balancer): by the balancer's file on a host that runs both, as one nginx;
+    empty without a monitoring host."""
+    if not groups.get("monitoring") or (role == "edge" and host in groups.get("letta_balancer", [])):
+        return ""
+    url = urlsplit(str(_setting(hostvars, host, "exporters", "exporters_nginx_status_url")))
+    return _STATUS_SERVER % (url.netloc, url.path)
+
+
 class FilterModule(object):
     def filters(self):
         return {"monitoring_host_address": monitoring_host_address, "monitoring_targets": monitoring_targets,
@@ -408,4 +415,5 @@ class FilterModule(object):
                 "monitoring_livekit_secrets": monitoring_livekit_secrets,
                 "monitoring_planned_restarts": monitoring_planned_restarts,
                 "monitoring_backup_hours": monitoring_backup_hours,
-                "monitoring_bcrypt": monitoring_bcrypt}
+                "monitoring_bcrypt": monitoring_bcrypt,
+                "monitoring_nginx_status_server": monitoring_nginx_status_server}

@@ -5,7 +5,7 @@ import pytest
 from ansible_collections.hybridstack.letta_livekit.plugins.filter.firewall import firewall_rules
 from ansible_collections.hybridstack.letta_livekit.plugins.filter.monitoring import (
     MonitoringInputError, monitoring_address_problems, monitoring_backup_hours, monitoring_bcrypt, monitoring_host_address,
-    monitoring_livekit_secrets, monitoring_planned_restarts, monitoring_scrape_configs, monitoring_target_problems, monitoring_targets)
+    monitoring_livekit_secrets, monitoring_nginx_status_server, monitoring_planned_restarts, monitoring_scrape_configs, monitoring_target_problems, monitoring_targets)
 
 SETTINGS = {"blackbox": "192.0.2.30:9115", "secrets_dir": "/etc/prometheus/secrets", "web_username": "admin"}
 
@@ -281,3 +281,14 @@ def test_no_monitoring_host_no_monitoring_rule():
     del groups["monitoring"]
     settings = {"ssh_sources": [], "ssh_port": 22, "extra_rules": [], "controller": ""}
     assert not [rule for rule in firewall_rules("app1", hostvars, groups, settings) if rule["service"] == "monitoring"]
+
+
+def test_one_nginx_serves_stub_status_where_the_exporter_reads_it():
+    hostvars = {"db1": {"exporters_nginx_status_url": "http://127.0.0.1:8091/nginx-status"}, "edge1": {}}
+    groups = {"letta_balancer": ["db1"], "edge": ["db1", "edge1"], "monitoring": ["db1"]}
+    balancer = monitoring_nginx_status_server("db1", hostvars, groups, "letta_balancer")
+    assert "listen 127.0.0.1:8091;" in balancer and "location = /nginx-status {" in balancer
+    # One nginx on db1: the balancer's file serves it, the edge's would be a second listener on the same port.
+    assert monitoring_nginx_status_server("db1", hostvars, groups, "edge") == ""
+    assert "listen 127.0.0.1:8089;" in monitoring_nginx_status_server("edge1", hostvars, groups, "edge")
+    assert monitoring_nginx_status_server("db1", hostvars, dict(groups, monitoring=[]), "letta_balancer") == ""

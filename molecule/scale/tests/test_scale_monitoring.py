@@ -15,8 +15,8 @@ import pytest
 import testinfra
 from alerting import Monitor, Webhook, basic
 from stacktest import VARS, exposure, http, unit_property
+from test_scale import ADDRESS
 
-ADDRESS = {"db": "127.0.0.31", "a": "127.0.0.32", "b": "127.0.0.33"}
 MONITOR = Monitor(ADDRESS["db"], 9090, 9093)
 LIVEKIT_METRICS_PORT = 6789
 SECRETS = {name: VARS[name] for name in ("monitoring_web_password", "monitoring_webhook_password",
