@@ -7,6 +7,7 @@ Runs after test_scale.py (file order): the faults here are undone before the
 next test.
 """
 import os
+import re
 import threading
 import time
 import uuid
@@ -35,6 +36,13 @@ def webhook():
     receiver = Webhook()
     yield receiver
     receiver.close()
+
+
+def console():
+    """The stack-at-a-glance page (/consoles/stack.html) as the operator's browser gets it."""
+    status, page = MONITOR.get(f"{MONITOR.prometheus}/consoles/stack.html")
+    assert status == 200, page
+    return page
 
 
 def implied_targets():
@@ -66,6 +74,11 @@ def test_every_target_the_inventory_implies_is_scraped_and_up():
     scraped_jobs = sorted((job if not job.startswith("livekit_") else "livekit", instance) for job, instance in scraped)
     assert scraped_jobs == sorted(implied), (scraped_jobs, implied)
     assert (down, failing) == ([], [])
+    # The console page shows each of them, up.
+    page = console()
+    shown = re.findall(r'<tr class="(up|down)" data-job="([^"]+)" data-host="([^"]+)">', page)
+    assert len(shown) == len(implied) and {state for state, _job, _host in shown} == {"up"}, page
+    assert sorted(job for _state, job, _host in shown) == sorted(job for job, _instance in scraped), page
 
 
 # --- faults, alerts, resolution ---------------------------------------------------
@@ -142,6 +155,13 @@ def test_livekit_gauges_count_the_room_and_participants_of_a_running_session():
         scraped = float(result[0]["value"][1]) if result else 0.0
         time.sleep(2)
     assert scraped >= before + 2, (before, scraped)
+    # So does node a's row of the console page.
+    shown, deadline = 0, time.monotonic() + 40
+    while shown < before + 2 and time.monotonic() < deadline:
+        row = re.search(r'<tr data-host="a">.*?<td class="participants">([0-9]+)</td>', console())
+        shown = int(row.group(1)) if row else 0
+        time.sleep(2)
+    assert shown >= before + 2, (before, shown)
     session.join(timeout=120)
     deadline, after = time.monotonic() + 60, None
     while time.monotonic() < deadline:
@@ -154,7 +174,8 @@ def test_livekit_gauges_count_the_room_and_participants_of_a_running_session():
 
 # --- who may ask ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("url", [f"{MONITOR.prometheus}/api/v1/targets", f"{MONITOR.alertmanager}/api/v2/alerts"])
+@pytest.mark.parametrize("url", [f"{MONITOR.prometheus}/api/v1/targets", f"{MONITOR.prometheus}/consoles/stack.html",
+                                 f"{MONITOR.alertmanager}/api/v2/alerts"])
 def test_prometheus_and_alertmanager_refuse_wrong_credentials(url):
     assert http("GET", url, headers=basic("admin", "not-" + VARS["monitoring_web_password"]))[0] == 401
     assert http("GET", url)[0] == 401
