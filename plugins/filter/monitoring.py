@@ -48,6 +48,8 @@ from ansible_collections.hybridstack.letta_livekit.plugins.test.network import l
 JOBS = ("prometheus", "alertmanager", "node", "postgres", "pgbackrest", "redis", "nginx", "livekit",
         "probe_letta", "probe_livekit", "probe_agents", "probe_certificates")
 # The blackbox exporter module each probe job uses (the monitoring role's blackbox.yml defines them).
+# The exporters role's jobs: each asks for its basic auth (exporters_web_username/_password).
+EXPORTER_JOBS = ("node", "postgres", "pgbackrest", "redis", "nginx")
 PROBE_MODULES = {"probe_letta": "http_2xx", "probe_livekit": "http_2xx", "probe_agents": "http_2xx",
                  "probe_certificates": "tls_connect"}
 # scheme, host (an IPv6 address in brackets), port of a target.
@@ -276,7 +278,8 @@ def monitoring_target_problems(groups, hostvars, monitor):
 
 def monitoring_scrape_configs(groups, hostvars, settings):
     """settings: {blackbox: host:port of the monitoring host's blackbox exporter, secrets_dir: where the
-    monitoring role keeps the password files, interval: the scrape interval}."""
+    monitoring role keeps the password files, web_username: its own basic auth user, exporters_username: the
+    exporters' basic auth user}."""
     jobs = {}
     for item in monitoring_targets(groups, hostvars):
         jobs.setdefault(item["job"], []).append(item)
@@ -294,6 +297,9 @@ def monitoring_scrape_configs(groups, hostvars, settings):
         if job in ("prometheus", "alertmanager"):
             config["basic_auth"] = {"username": settings["web_username"],
                                     "password_file": "%s/web-password" % settings["secrets_dir"]}
+        if job in EXPORTER_JOBS:
+            config["basic_auth"] = {"username": settings["exporters_username"],
+                                    "password_file": "%s/exporters-password" % settings["secrets_dir"]}
         configs.append(config)
     # One job per LiveKit host with basic auth: each node may have its own password.
     return [item for config in configs for item in _split_livekit(config, hostvars, settings)]

@@ -266,6 +266,7 @@ def test_the_scaled_example_inventory_passes_validation():
                "letta_encryption_key": "Encryption-key-of-the-test-0123456789",
                "redis_livekit_password": "Redis-password-of-the-test",
                "monitoring_web_password": "Web-password-of-the-test", "exporters_redis_password": "Exporter-password-test",
+               "exporters_web_password": "Exporters-password-of-the-test",
                "livekit_prometheus_password": "Metrics-password-of-the-test",
                "livekit_api_secret": "s" * 40, "livekit_archive_sha256": VALID["livekit_archive_sha256"], **UNREACHABLE}
     rc, out = run_site(ROOT / "inventories" / "scaled" / "hosts.yml", "-e", yaml.safe_dump(secrets, default_flow_style=True))
@@ -339,6 +340,7 @@ def test_the_example_inventory_passes_validation():
                "letta_server_password": "Server-password-of-the-test", "livekit_api_key": "APItestkey",
                "letta_encryption_key": "Encryption-key-of-the-test-0123456789",
                "monitoring_web_password": "Web-password-of-the-test",
+               "exporters_web_password": "Exporters-password-of-the-test",
                "livekit_api_secret": "s" * 40, "livekit_archive_sha256": VALID["livekit_archive_sha256"], **UNREACHABLE}
     rc, out = run_site(ROOT / "inventories" / "example" / "hosts.yml", "-e", yaml.safe_dump(secrets, default_flow_style=True))
     assert "UNREACHABLE" in out or "unreachable=1" in out, out

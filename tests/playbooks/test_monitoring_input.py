@@ -2,7 +2,7 @@
 any host is contacted (every host points at a loopback port where nothing listens; see sitecheck.py)."""
 from sitecheck import VALID, assert_refused_untouched, inventory, one_box, run_site
 
-MONITORING = {"monitoring_web_password": "Web-password-of-the-test"}
+MONITORING = {"monitoring_web_password": "Web-password-of-the-test", "exporters_web_password": "Exporters-password-of-the-test"}
 
 
 def box_with_monitoring(tmp_path, **overrides):
@@ -47,9 +47,24 @@ def test_a_bad_livekit_metrics_login_is_refused(tmp_path):
 
 def test_a_target_on_another_hosts_loopback_is_refused(tmp_path):
     path = inventory(tmp_path, {
-        "db1": (["postgres"], dict(VALID, ansible_host="127.0.0.1", exporters_listen_address="192.0.2.10")),
-        "app1": (["letta", "livekit"], dict(VALID, exporters_listen_address="192.0.2.11")),
+        "db1": (["postgres"], dict(VALID, ansible_host="127.0.0.1", exporters_listen_address="192.0.2.10",
+                                   exporters_web_password=MONITORING["exporters_web_password"])),
+        "app1": (["letta", "livekit"], dict(VALID, exporters_listen_address="192.0.2.11",
+                                            exporters_web_password=MONITORING["exporters_web_password"])),
         "mon1": (["monitoring"], dict(MONITORING, exporters_listen_address="192.0.2.12")),
     })
     rc, out = run_site(path)
     assert_refused_untouched(rc, out, "app1: letta_host listens on loopback")
+
+
+def test_the_exporters_password_is_required_whole_and_the_same_on_every_host(tmp_path):
+    for bad in (None, "Exporters-password-of-the-test\n", "short"):
+        rc, out = run_site(box_with_monitoring(tmp_path, exporters_web_password=bad))
+        assert_refused_untouched(rc, out, "exporters_web_password")
+    path = inventory(tmp_path, {
+        "db1": (["postgres", "letta", "livekit"], dict(VALID, exporters_web_password="Another-exporters-password")),
+        "mon1": (["monitoring"], dict(MONITORING, ansible_host="127.0.0.2")),
+    })
+    rc, out = run_site(path)
+    assert_refused_untouched(rc, out, "exporters_web_password")
+    assert "the same on every host as on the monitoring host (mon1)" in " ".join(out.split()), out

@@ -9,7 +9,7 @@ from sitecheck import ROOT
 
 SCALED = """
 all:
-  vars: {ansible_host: 127.0.0.1, ansible_port: 1}
+  vars: {ansible_host: 127.0.0.1, ansible_port: 1, exporters_web_password: Exporters-password-of-the-test}
   children:
     postgres: {hosts: {db1: {exporters_listen_address: 192.0.2.20}}}
     redis: {hosts: {db1: {}}}
@@ -96,6 +96,7 @@ def test_rendered_files(tmp_path):
     assert yaml.safe_load(files["web.yml"])["basic_auth_users"]["admin"].startswith("$2b$")
     secrets = {item["path"]: item["content"] for item in yaml.safe_load(files["secrets.yml"])}
     assert secrets == {"/etc/prometheus/secrets/web-password": "Web-password-of-the-test",
+                       "/etc/prometheus/secrets/exporters-password": "Exporters-password-of-the-test",
                        "/etc/prometheus/secrets/webhook-token": "Webhook-token-test",
                        "/etc/prometheus/secrets/livekit-app1": "Livekit-metrics-password"}
     for name, text in files.items():
@@ -103,3 +104,6 @@ def test_rendered_files(tmp_path):
             for secret in secrets.values():
                 assert secret not in text, name
     assert "--web.listen-address=192.0.2.30:9090" in files["prometheus.default"]
+    assert {config["job_name"]: config.get("basic_auth", {}).get("password_file") for config in prometheus["scrape_configs"]
+            if config["job_name"] in ("node", "postgres", "pgbackrest", "redis", "nginx")} == dict.fromkeys(
+        ("node", "postgres", "pgbackrest", "redis", "nginx"), "/etc/prometheus/secrets/exporters-password")

@@ -7,7 +7,8 @@ from ansible_collections.hybridstack.letta_livekit.plugins.filter.monitoring imp
     MonitoringInputError, monitoring_address_problems, monitoring_backup_hours, monitoring_bcrypt, monitoring_host_address,
     monitoring_livekit_secrets, monitoring_nginx_status_server, monitoring_planned_restarts, monitoring_scrape_configs, monitoring_target_problems, monitoring_targets)
 
-SETTINGS = {"blackbox": "192.0.2.30:9115", "secrets_dir": "/etc/prometheus/secrets", "web_username": "admin"}
+SETTINGS = {"blackbox": "192.0.2.30:9115", "secrets_dir": "/etc/prometheus/secrets", "web_username": "admin",
+            "exporters_username": "prometheus"}
 
 
 def inventory(hosts, **groups):
@@ -216,7 +217,10 @@ def test_scrape_configs_probe_through_the_blackbox_exporter():
                                           "labels": {"host": "app1", "via": "replica"}}
     assert configs["prometheus"]["basic_auth"] == {"username": "admin",
                                                    "password_file": "/etc/prometheus/secrets/web-password"}
-    assert "basic_auth" not in configs["node"]
+    for job in ("node", "postgres", "pgbackrest", "redis", "nginx"):
+        assert configs[job]["basic_auth"] == {"username": "prometheus",
+                                              "password_file": "/etc/prometheus/secrets/exporters-password"}, job
+    assert "basic_auth" not in configs["probe_letta"]
 
 
 def test_livekit_nodes_with_basic_auth_get_a_job_each_and_a_password_file():

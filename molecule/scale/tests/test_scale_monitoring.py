@@ -21,7 +21,8 @@ from test_scale import ADDRESS
 MONITOR = Monitor(ADDRESS["db"], 9090, 9093)
 LIVEKIT_METRICS_PORT = 6789
 SECRETS = {name: VARS[name] for name in ("monitoring_web_password", "monitoring_webhook_password",
-                                         "livekit_prometheus_password", "exporters_redis_password")}
+                                         "livekit_prometheus_password", "exporters_redis_password",
+                                         "exporters_web_password")}
 # The rules' `for:`, the scrape and evaluation intervals and Alertmanager's
 # group timings are seconds in the scenario: a fault is notified within this.
 ALERT_SECONDS = 120
@@ -187,6 +188,19 @@ def test_livekit_metrics_refuse_wrong_credentials(node):
     url = f"http://{ADDRESS[node]}:{LIVEKIT_METRICS_PORT}/metrics"
     assert http("GET", url, headers=basic("prometheus", "wrong-password-of-the-test"))[0] == 401
     assert http("GET", url)[0] == 401
+
+
+def test_every_exporter_asks_for_its_basic_auth():
+    """The boxes share the runner's loopback and run no firewall: the exporters' basic auth is what keeps their
+    metrics to the monitoring host."""
+    exporters = [target for job, target in implied_targets() if job in ("node", "postgres", "pgbackrest", "redis", "nginx")]
+    assert len(exporters) == 7, exporters
+    login = basic(VARS.get("exporters_web_username", "prometheus"), VARS["exporters_web_password"])
+    for target in exporters:
+        url = f"http://{target}/metrics"
+        assert http("GET", url, timeout=10)[0] == 401, url
+        assert http("GET", url, headers=basic("prometheus", "not-" + VARS["exporters_web_password"]), timeout=10)[0] == 401
+        assert http("GET", url, headers=login, timeout=30)[0] == 200, url
 
 
 def test_the_blackbox_exporter_answers_on_loopback_only():
