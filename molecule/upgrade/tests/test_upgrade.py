@@ -30,7 +30,7 @@ TWIN_LETTA = Letta(HOST_VARS["twin"]["letta_port"], password=VARS["letta_server_
 DATABASE = LettaDatabase(VARS["postgresql_port"], VARS["postgresql_db_password"])
 MONITOR = Monitor("127.0.0.1", VARS["monitoring_prometheus_port"], VARS["monitoring_alertmanager_port"])
 # test_02 and test_03 run with `stack` as the monitoring host too (a second inventory source).
-MONITORED = ("-i", str(SCENARIO / "monitored.yml"))
+MONITORED = ("-i", str(SCENARIO / "inventory" / "monitored.yml"))
 # Every release the collection supports, oldest first (roles/letta/vars/main.yml
 # names them); the scenario converges the oldest and upgrades through the rest.
 LETTA_RELEASES = yaml.safe_load((PROJECT / "roles" / "letta" / "vars" / "main.yml").read_text())["_letta_releases"]
