@@ -5,7 +5,8 @@ import pytest
 from ansible_collections.hybridstack.letta_livekit.plugins.filter.firewall import firewall_rules
 from ansible_collections.hybridstack.letta_livekit.plugins.filter.monitoring import (
     MonitoringInputError, monitoring_address_problems, monitoring_backup_hours, monitoring_bcrypt, monitoring_host_address,
-    monitoring_livekit_secrets, monitoring_nginx_status_server, monitoring_planned_restarts, monitoring_scrape_configs, monitoring_target_problems, monitoring_targets)
+    monitoring_livekit_secrets, monitoring_nginx_status_server, monitoring_planned_restarts, monitoring_scrape_configs,
+    monitoring_target_problems, monitoring_targets)
 
 SETTINGS = {"blackbox": "192.0.2.30:9115", "secrets_dir": "/etc/prometheus/secrets", "web_username": "admin",
             "exporters_username": "prometheus"}
