@@ -55,60 +55,57 @@ def listed(layout):
     return [(item["job"], item["host"], item["target"]) for item in monitoring_targets(groups, hostvars)]
 
 
+def by_job(layout):
+    """The targets as (job, [(host, target), ...]), jobs in the filter's order."""
+    grouped = []
+    for job, host, target in listed(layout):
+        if grouped and grouped[-1][0] == job:
+            grouped[-1][1].append((host, target))
+        else:
+            grouped.append((job, [(host, target)]))
+    return grouped
+
+
 def test_local_layout_scrapes_loopback_only():
-    assert listed(local()) == [
-        ("prometheus", "stack", "127.0.0.1:9090"),
-        ("alertmanager", "stack", "127.0.0.1:9093"),
-        ("node", "stack", "127.0.0.1:9100"),
-        ("postgres", "stack", "127.0.0.1:9187"),
-        ("pgbackrest", "stack", "127.0.0.1:9854"),
-        ("probe_letta", "stack", "http://127.0.0.1:8283/v1/health/"),
-        ("probe_livekit", "stack", "http://127.0.0.1:7880/"),
+    assert by_job(local()) == [
+        ("prometheus", [("stack", "127.0.0.1:9090")]), ("alertmanager", [("stack", "127.0.0.1:9093")]),
+        ("node", [("stack", "127.0.0.1:9100")]), ("postgres", [("stack", "127.0.0.1:9187")]),
+        ("pgbackrest", [("stack", "127.0.0.1:9854")]),
+        ("probe_letta", [("stack", "http://127.0.0.1:8283/v1/health/")]),
+        ("probe_livekit", [("stack", "http://127.0.0.1:7880/")]),
     ]
 
 
 def test_example_layout_every_host_and_the_edge():
-    assert listed(example()) == [
-        ("prometheus", "mon1", "192.0.2.14:9090"),
-        ("alertmanager", "mon1", "192.0.2.14:9093"),
-        ("node", "db1", "192.0.2.10:9100"),
-        ("node", "letta1", "192.0.2.11:9100"),
-        ("node", "media1", "192.0.2.12:9100"),
-        ("node", "edge1", "192.0.2.13:9100"),
-        ("node", "mon1", "192.0.2.14:9100"),
-        ("postgres", "db1", "192.0.2.10:9187"),
-        ("pgbackrest", "db1", "192.0.2.10:9854"),
-        ("nginx", "edge1", "192.0.2.13:9113"),
-        ("probe_letta", "letta1", "http://192.0.2.11:8283/v1/health/"),
-        ("probe_letta", "edge1", "https://letta.example.com/v1/health/"),
-        ("probe_livekit", "media1", "http://192.0.2.12:7880/"),
-        ("probe_livekit", "edge1", "https://livekit.example.com/"),
-        ("probe_certificates", "edge1", "letta.example.com:443"),
-        ("probe_certificates", "edge1", "livekit.example.com:443"),
-        ("probe_certificates", "edge1", "turn.example.com:443"),
+    assert by_job(example()) == [
+        ("prometheus", [("mon1", "192.0.2.14:9090")]), ("alertmanager", [("mon1", "192.0.2.14:9093")]),
+        ("node", [
+            ("db1", "192.0.2.10:9100"), ("letta1", "192.0.2.11:9100"), ("media1", "192.0.2.12:9100"),
+            ("edge1", "192.0.2.13:9100"), ("mon1", "192.0.2.14:9100")]),
+        ("postgres", [("db1", "192.0.2.10:9187")]), ("pgbackrest", [("db1", "192.0.2.10:9854")]),
+        ("nginx", [("edge1", "192.0.2.13:9113")]),
+        ("probe_letta", [
+            ("letta1", "http://192.0.2.11:8283/v1/health/"),
+            ("edge1", "https://letta.example.com/v1/health/")]),
+        ("probe_livekit", [("media1", "http://192.0.2.12:7880/"), ("edge1", "https://livekit.example.com/")]),
+        ("probe_certificates", [
+            ("edge1", "letta.example.com:443"), ("edge1", "livekit.example.com:443"),
+            ("edge1", "turn.example.com:443")]),
     ]
 
 
 def test_scaled_layout_replicas_balancer_nodes_and_workers():
-    assert listed(scaled()) == [
-        ("prometheus", "db1", "192.0.2.20:9090"),
-        ("alertmanager", "db1", "192.0.2.20:9093"),
-        ("node", "db1", "192.0.2.20:9100"),
-        ("node", "app1", "192.0.2.21:9100"),
-        ("node", "app2", "192.0.2.22:9100"),
-        ("postgres", "db1", "192.0.2.20:9187"),
-        ("pgbackrest", "db1", "192.0.2.20:9854"),
-        ("redis", "db1", "192.0.2.20:9121"),
-        ("nginx", "db1", "192.0.2.20:9113"),
-        ("livekit", "app1", "192.0.2.21:6789"),
-        ("livekit", "app2", "192.0.2.22:6789"),
-        ("probe_letta", "app1", "http://192.0.2.21:8283/v1/health/"),
-        ("probe_letta", "app2", "http://192.0.2.22:8283/v1/health/"),
-        ("probe_letta", "db1", "http://192.0.2.20:8283/v1/health/"),
-        ("probe_livekit", "app1", "http://192.0.2.21:7880/"),
-        ("probe_livekit", "app2", "http://192.0.2.22:7880/"),
-        ("probe_agents", "app1", "http://192.0.2.21:8081/"),
-        ("probe_agents", "app2", "http://192.0.2.22:8081/"),
+    assert by_job(scaled()) == [
+        ("prometheus", [("db1", "192.0.2.20:9090")]), ("alertmanager", [("db1", "192.0.2.20:9093")]),
+        ("node", [("db1", "192.0.2.20:9100"), ("app1", "192.0.2.21:9100"), ("app2", "192.0.2.22:9100")]),
+        ("postgres", [("db1", "192.0.2.20:9187")]), ("pgbackrest", [("db1", "192.0.2.20:9854")]),
+        ("redis", [("db1", "192.0.2.20:9121")]), ("nginx", [("db1", "192.0.2.20:9113")]),
+        ("livekit", [("app1", "192.0.2.21:6789"), ("app2", "192.0.2.22:6789")]),
+        ("probe_letta", [
+            ("app1", "http://192.0.2.21:8283/v1/health/"),
+            ("app2", "http://192.0.2.22:8283/v1/health/"), ("db1", "http://192.0.2.20:8283/v1/health/")]),
+        ("probe_livekit", [("app1", "http://192.0.2.21:7880/"), ("app2", "http://192.0.2.22:7880/")]),
+        ("probe_agents", [("app1", "http://192.0.2.21:8081/"), ("app2", "http://192.0.2.22:8081/")]),
     ]
 
 
