@@ -47,9 +47,9 @@ from ansible_collections.hybridstack.letta_livekit.plugins.test.network import l
 # The jobs in the order prometheus.yml lists them.
 JOBS = ("prometheus", "alertmanager", "node", "postgres", "pgbackrest", "redis", "nginx", "livekit",
         "probe_letta", "probe_livekit", "probe_agents", "probe_certificates")
-# The blackbox exporter module each probe job uses (the monitoring role's blackbox.yml defines them).
 # The exporters role's jobs: each asks for its basic auth (exporters_web_username/_password).
 EXPORTER_JOBS = ("node", "postgres", "pgbackrest", "redis", "nginx")
+# The blackbox exporter module each probe job uses (the monitoring role's blackbox.yml defines them).
 PROBE_MODULES = {"probe_letta": "http_2xx", "probe_livekit": "http_2xx", "probe_agents": "http_2xx",
                  "probe_certificates": "tls_connect"}
 # scheme, host (an IPv6 address in brackets), port of a target.
